@@ -1,0 +1,63 @@
+"""Export stage: the merged model to ONNX, checked against PyTorch on real inputs.
+
+Backends: `optimum` (optimum-onnx's exporter; classification, and decoders with a KV cache) and
+`genai` (onnxruntime-genai's model builder; decoders only). Each call writes one artifact.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from edgeft import EdgeftError
+from edgeft.artifacts import up_to_date, find_in_lineage, input_ref, is_up_to_date, read_manifest, stage_output, write_manifest
+from edgeft.data import load_split
+from edgeft.recipe import Recipe
+
+ONNX_FILE = "model.onnx"
+
+
+def export_config(recipe: Recipe, backend: str) -> dict:
+    cfg = recipe.export
+    return {"backend": backend, "opset": cfg.opset, "parity_atol": cfg.parity_atol,
+            "parity_samples": cfg.parity_samples, "parity_new_tokens": cfg.parity_new_tokens}
+
+
+def export(recipe: Recipe, merge_dir: Path, out: Path, *, backend: str = "optimum", force: bool = True) -> dict:
+    merged = read_manifest(merge_dir, stage="merge", what="merged model")
+    task = merged["task"]
+    if backend == "genai" and task != "generation":
+        raise EdgeftError("export backend 'genai' (onnxruntime-genai) builds decoders only; use 'optimum'")
+    inputs = [input_ref("merged_model", merge_dir, merged)]
+    config = export_config(recipe, backend)
+    if not force and is_up_to_date(out, inputs, config):
+        return up_to_date(out)
+    data_dir = find_in_lineage(merged, "data")
+    rows = load_split(data_dir, "validation")[:recipe.export.parity_samples]
+
+    with stage_output(out) as tmp:
+        if backend == "optimum":
+            from optimum.exporters.onnx import main_export
+            main_export(str(merge_dir), output=tmp, task="text-classification" if task == "classification"
+                        else "text-generation-with-past", opset=recipe.export.opset, do_validation=False,
+                        local_files_only=True)
+        else:
+            from edgeft.genai import build_genai
+            build_genai(Path(merge_dir), tmp, precision="fp32")
+        shutil.copy(Path(merge_dir) / "labels.json", tmp / "labels.json")
+        if task == "classification":
+            from edgeft.parity import classification_parity
+            parity = classification_parity(Path(merge_dir), tmp, rows, merged.get("labels", []))
+        else:
+            from edgeft.parity import generation_parity
+            parity = generation_parity(Path(merge_dir), tmp, backend, rows, recipe.export.parity_new_tokens)
+        ok = parity["max_abs_logit_diff"] <= recipe.export.parity_atol and parity.get("greedy_identical", True)
+        parity["passed"] = ok
+        if not ok:
+            raise EdgeftError(f"export parity check failed ({backend}): max |ONNX - PyTorch| logit difference "
+                              f"{parity['max_abs_logit_diff']:.3g} (export.parity_atol {recipe.export.parity_atol:g})"
+                              + ("" if parity.get("greedy_identical", True) else
+                                 f"; greedy tokens differ from PyTorch in {parity['greedy_mismatches']} prompts"))
+        manifest = write_manifest(tmp, stage="export", task=task, inputs=inputs, config=config,
+                                  metrics={"parity": parity}, labels=merged.get("labels", []),
+                                  backend=backend, format="onnx", precision="fp32")
+    return manifest

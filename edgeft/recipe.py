@@ -1,0 +1,242 @@
+"""Recipes: one YAML file that makes a run reproducible, validated by a pydantic schema.
+
+Every field has a default, so a recipe states only what differs. Unknown keys are rejected with
+their dotted path; `--set section.key=value` overrides any field (values are parsed as YAML).
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgeft import EdgeftError
+
+REPO_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+DEFAULT_RECIPE = "sms-spam-minilm"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(Section):
+    base: str = Field("minilm", description="model alias (minilm, smollm2), a local Hugging Face folder or a .gguf file")
+
+
+class DataSection(Section):
+    source: str = Field("sms-spam", description="dataset alias (sms-spam, trec) or a local .csv / .jsonl file")
+    text_column: str = "text"
+    label_column: str = "label"
+    positive_label: Optional[str] = Field(None, description="label whose F1 is reported (classification)")
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_size: Optional[int] = Field(None, gt=0, description="absolute test-set size; overrides test_fraction")
+    max_train_samples: Optional[int] = Field(None, gt=0, description="train on a stratified subset (short CPU runs)")
+    max_length: int = Field(128, gt=8, description="tokens per example; longer inputs are truncated")
+    # generation: how a labelled row becomes a chat (chat JSONL with `messages` is used as it is)
+    system_prompt: Optional[str] = None
+    prompt_template: str = "{text}"
+    label_words: Optional[dict[str, str]] = Field(None, description="label -> answer text the model must produce")
+
+
+class LoraSection(Section):
+    r: int = Field(8, gt=0)
+    alpha: int = Field(16, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: Union[str, list[str]] = "all-linear"
+
+
+class TuneSection(Section):
+    method: Literal["lora", "qlora"] = "qlora"
+    lora: LoraSection = LoraSection()
+    epochs: float = Field(2, gt=0)
+    max_steps: Optional[int] = Field(None, gt=0, description="stop after this many optimizer steps")
+    batch_size: int = Field(32, gt=0)
+    gradient_accumulation: int = Field(1, gt=0)
+    learning_rate: float = Field(5e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    packing: bool = Field(False, description="generation: pack short examples into full rows")
+    checkpoint_every: int = Field(50, gt=0, description="optimizer steps between resume checkpoints")
+    eval_batch_size: int = Field(64, gt=0)
+    threads: Optional[int] = Field(None, gt=0, description="CPU threads for torch (default: all cores)")
+
+
+class MergeSection(Section):
+    min_agreement: float = Field(0.98, ge=0, le=1, description="refuse the merge below this prediction agreement")
+    samples: int = Field(256, gt=0, description="validation examples compared")
+
+
+class ExportSection(Section):
+    backends: list[Literal["optimum", "genai"]] = ["optimum"]
+    opset: Optional[int] = None
+    parity_atol: float = Field(1e-3, gt=0, description="max |ONNX - PyTorch| logit difference accepted")
+    parity_samples: int = Field(32, gt=0)
+    parity_new_tokens: int = Field(16, ge=0, description="generation: greedy tokens that must match PyTorch")
+
+
+class VariantSection(Section):
+    name: str
+    method: Literal["dynamic", "static", "int4"]
+    source: Literal["optimum", "genai"] = "optimum"
+    # dynamic / static int8
+    per_channel: bool = True
+    reduce_range: bool = False
+    calibration_samples: int = Field(128, gt=0)
+    calibrate_method: Literal["minmax", "percentile", "entropy"] = "minmax"
+    # int4 (MatMulNBits)
+    block_size: int = Field(32, ge=16)
+    symmetric: bool = True
+    accuracy_level: Optional[Literal[0, 1, 2, 3, 4]] = None
+    head_bits: Optional[Literal[4, 8]] = Field(8, description="generation: LM head at int8/int4; null keeps fp32")
+    embedding_bits: Optional[Literal[4, 8]] = Field(None, description="generation: quantize the embedding too")
+
+
+def _default_variants() -> list[VariantSection]:
+    return [VariantSection(name="int8-dynamic", method="dynamic"),
+            VariantSection(name="int8-static", method="static"),
+            VariantSection(name="int4", method="int4")]
+
+
+class QuantizeSection(Section):
+    variants: list[VariantSection] = Field(default_factory=_default_variants)
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        names = [v.name for v in self.variants]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"variant names must be unique: {', '.join(dupes)}")
+        return self
+
+
+class BenchSection(Section):
+    threads: list[int] = Field([1, 2], min_length=1)
+    batch_size: int = Field(32, gt=0, description="batch for the throughput measurement")
+    warmup: int = Field(5, ge=0)
+    iterations: int = Field(60, gt=0, description="timed batch-1 runs per thread count and round")
+    rounds: int = Field(3, gt=0, description="variants are interleaved this many times (noisy machines)")
+    max_test_samples: Optional[int] = Field(None, gt=0)
+    include_pytorch: bool = True
+    # generation
+    prompt_tokens: int = Field(128, gt=0)
+    new_tokens: int = Field(64, gt=0)
+    max_new_tokens_eval: int = Field(8, gt=0, description="greedy tokens generated per test question")
+
+
+class Recipe(Section):
+    name: str = "run"
+    task: Literal["classification", "generation"] = "classification"
+    seed: int = 42
+    model: ModelSection = ModelSection()
+    data: DataSection = DataSection()
+    tune: TuneSection = TuneSection()
+    merge: MergeSection = MergeSection()
+    export: ExportSection = ExportSection()
+    quantize: QuantizeSection = QuantizeSection()
+    bench: BenchSection = BenchSection()
+
+
+def _format_errors(err: ValidationError, source: str, data: Any) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            known = _known_keys(e["loc"][:-1])
+            near = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else (f" (known: {', '.join(known)})" if known else "")
+            lines.append(f"  {loc}: unknown key{hint}")
+        else:
+            lines.append(f"  {loc}: {e['msg']}")
+    return f"invalid recipe {source}:\n" + "\n".join(lines)
+
+
+def _known_keys(loc: tuple) -> list[str]:
+    model: Any = Recipe
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        model = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def resolve_recipe_path(ref: str | Path | None) -> Path:
+    """A path, or the name of a recipe in recipes/ (the built-in default when None)."""
+    ref = str(ref or DEFAULT_RECIPE)
+    candidates = [Path(ref), Path("recipes") / f"{ref}.yaml", REPO_RECIPES / f"{ref}.yaml", REPO_RECIPES / ref]
+    for path in candidates:
+        if path.is_file():
+            return path
+    names = sorted(p.stem for p in REPO_RECIPES.glob("*.yaml")) if REPO_RECIPES.is_dir() else []
+    raise EdgeftError(f"recipe not found: {ref}" + (f" (built-in: {', '.join(names)})" if names else ""))
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `a.b.c=value` overrides to a nested dict (list items by index: quantize.variants.0.name=x)."""
+    for item in overrides:
+        if "=" not in item:
+            raise EdgeftError(f"--set expects key=value, got '{item}'")
+        dotted, raw = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            raise EdgeftError(f"--set {dotted}: cannot parse value '{raw}': {e}") from None
+        node: Any = data
+        for i, key in enumerate(keys[:-1]):
+            if isinstance(node, list):
+                if not key.isdigit() or int(key) >= len(node):
+                    raise EdgeftError(f"--set {dotted}: no item {key} in {'.'.join(keys[:i]) or 'recipe'}")
+                node = node[int(key)]
+            else:
+                if not isinstance(node.get(key, {}), (dict, list)):
+                    raise EdgeftError(f"--set {dotted}: {'.'.join(keys[:i + 1])} is not a section")
+                node = node.setdefault(key, {})
+        last = keys[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise EdgeftError(f"--set {dotted}: no item {last}")
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return data
+
+
+def load_recipe(ref: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    path = resolve_recipe_path(ref)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise EdgeftError(f"recipe {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise EdgeftError(f"recipe {path} must be a mapping of sections")
+    data.setdefault("name", path.stem)
+    if overrides:
+        # overrides into list sections start from the defaults when the recipe does not list them
+        if any(o.startswith("quantize.variants.") for o in overrides):
+            data.setdefault("quantize", {}).setdefault(
+                "variants", [v.model_dump() for v in QuantizeSection().variants])
+        data = apply_overrides(data, list(overrides))
+    return recipe_from_dict(data, source=str(path))
+
+
+def recipe_from_dict(data: dict, source: str = "recipe") -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        raise EdgeftError(_format_errors(e, source, data)) from None
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

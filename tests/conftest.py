@@ -1,0 +1,73 @@
+"""Shared fixtures: tiny models built from configs (with the real tokenizers) and the real data samples."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgeft.models import resolve_model
+from edgeft.recipe import recipe_from_dict
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A 2-layer BERT (hidden 32) with all-MiniLM-L6-v2's real tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm"))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def classification_recipe(base: Path, **sections) -> dict:
+    """A recipe that runs the whole classifier path in seconds."""
+    recipe = {
+        "name": "tiny-sms",
+        "task": "classification",
+        "model": {"base": str(base)},
+        "data": {"source": "sms-spam-sample", "positive_label": "spam", "max_length": 48},
+        "tune": {"method": "lora", "epochs": 1, "batch_size": 16, "learning_rate": 3e-3, "checkpoint_every": 4},
+        "merge": {"samples": 32},
+        "export": {"parity_samples": 8},
+        "quantize": {"variants": [{"name": "int8-dynamic", "method": "dynamic"},
+                                  {"name": "int8-static", "method": "static", "calibration_samples": 16},
+                                  {"name": "int4", "method": "int4", "block_size": 16}]},
+        "bench": {"threads": [1], "iterations": 8, "rounds": 2, "warmup": 1, "batch_size": 8, "max_test_samples": 40},
+    }
+    for section, values in sections.items():
+        recipe.setdefault(section, {}).update(values)
+    return recipe
+
+
+@pytest.fixture
+def cls_recipe(tiny_bert):
+    return recipe_from_dict(classification_recipe(tiny_bert))
+
+
+def write_recipe(path: Path, recipe: dict) -> Path:
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+@pytest.fixture(scope="session")
+def cls_run(tiny_bert, tmp_path_factory):
+    """The whole classifier pipeline on the tiny model, run once for the tests that read its outputs."""
+    from edgeft.pipeline import run_pipeline
+
+    run_dir = tmp_path_factory.mktemp("cls-run")
+    recipe = recipe_from_dict(classification_recipe(tiny_bert))
+    report = run_pipeline(recipe, run_dir, progress=False)
+    return run_dir, recipe, report
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst

@@ -1,0 +1,117 @@
+"""The whole classifier path on a tiny BERT and the real SMS sample: every stage, read back."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from edgeft import EdgeftError
+from edgeft.artifacts import read_manifest
+from edgeft.quantize import count_ops
+
+
+def test_every_stage_wrote_a_verified_manifest_with_lineage(cls_run):
+    run_dir, _, _ = cls_run
+    stages = {"data": "data", "tune": "tune", "merge": "merge", "export-optimum": "export",
+              "quantize/int8-dynamic": "quantize", "quantize/int8-static": "quantize", "quantize/int4": "quantize",
+              "bench": "bench"}
+    manifests = {name: read_manifest(run_dir / name, stage=stage) for name, stage in stages.items()}
+    tune_inputs = {r["role"] for r in manifests["tune"]["inputs"]}
+    assert tune_inputs == {"data", "base_model"}
+    assert manifests["merge"]["inputs"][0]["fingerprint"] != manifests["export-optimum"]["inputs"][0]["fingerprint"]
+    assert manifests["quantize/int4"]["inputs"][0]["path"] == str((run_dir / "export-optimum").resolve())
+    assert manifests["tune"]["metrics"]["steps"] > 0
+    assert all("torch" in m["versions"] for m in manifests.values())
+
+
+def test_merge_parity_is_recorded_and_exact_against_the_fp32_adapter(cls_run):
+    run_dir, _, _ = cls_run
+    checks = read_manifest(run_dir / "merge")["metrics"]
+    assert checks["vs_adapter_fp32"]["max_abs_logit_diff"] < 1e-4
+    assert checks["vs_adapter_fp32"]["agreement"] == 1.0
+    assert checks["gate"]["passed"] is True and checks["gate"]["against"] == "vs_adapter_fp32"
+
+
+def test_export_matches_pytorch(cls_run):
+    run_dir, _, _ = cls_run
+    parity = read_manifest(run_dir / "export-optimum")["metrics"]["parity"]
+    assert parity["max_abs_logit_diff"] < 1e-4 and parity["agreement"] == 1.0 and parity["passed"]
+
+
+def test_quantized_variants_hold_the_quantized_operators(cls_run):
+    run_dir, _, _ = cls_run
+    assert count_ops(run_dir / "quantize/int8-dynamic/model.onnx").get("DynamicQuantizeLinear", 0) > 0
+    static = count_ops(run_dir / "quantize/int8-static/model.onnx")
+    assert static.get("QuantizeLinear", 0) > 0 and static.get("DequantizeLinear", 0) > 0
+    assert count_ops(run_dir / "quantize/int4/model.onnx").get("MatMulNBits", 0) > 0
+    fp32 = (run_dir / "export-optimum/model.onnx").stat().st_size
+    assert (run_dir / "quantize/int8-dynamic/model.onnx").stat().st_size < fp32 / 2
+
+
+def test_bench_report_json_csv_md_and_plot(cls_run):
+    run_dir, recipe, report = cls_run
+    saved = json.loads((run_dir / "bench/report.json").read_text())
+    names = [v["name"] for v in saved["variants"]]
+    assert names == ["pytorch-fp32", "onnx-fp32", "int4", "int8-dynamic", "int8-static", "majority-class"]
+    test = [json.loads(l) for l in (run_dir / "data/test.jsonl").read_text().splitlines()][:40]
+    for v in saved["variants"]:
+        assert 0 <= v["metrics"]["accuracy"] <= 1 and "spam_f1" in v["metrics"]
+        if v["name"] == "majority-class":
+            share = sum(r["label"] == v["predicts"] for r in test) / len(test)
+            assert v["metrics"]["accuracy"] == pytest.approx(share)
+            continue
+        lat = v["latency_ms"][0]
+        assert lat["threads"] == 1 and 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+        assert lat["samples"] == recipe.bench.iterations * recipe.bench.rounds
+        assert v["throughput"][0]["examples_per_s"]["median"] > 0
+        assert v["peak_rss_bytes"]["1"] > 20 * 2**20
+        model_file = "model.safetensors" if v["format"] == "pytorch" else "model.onnx"
+        assert v["size_bytes"] >= (run_dir / v["path"].split(str(run_dir) + "/")[1] / model_file).stat().st_size
+    # the ONNX fp32 model predicts what the PyTorch model predicts
+    by_name = {v["name"]: v for v in saved["variants"]}
+    assert by_name["onnx-fp32"]["metrics"]["accuracy"] == by_name["pytorch-fp32"]["metrics"]["accuracy"]
+    with open(run_dir / "bench/report.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and float(rows[0]["latency_p50_ms"]) == pytest.approx(by_name["pytorch-fp32"]["latency_ms"][0]["p50"])
+    assert "| pytorch-fp32 " in (run_dir / "bench/report.md").read_text()
+    assert (run_dir / "bench/accuracy_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert saved["machine"]["cpus"] >= 1 and saved["versions"]["onnxruntime"]
+
+
+def test_rerun_skips_up_to_date_stages(cls_run, capsys):
+    from edgeft.pipeline import run_pipeline
+
+    run_dir, recipe, _ = cls_run
+    before = {p: (run_dir / p / "manifest.json").read_text() for p in ("tune", "merge", "export-optimum", "bench")}
+    run_pipeline(recipe, run_dir, progress=False)
+    err = capsys.readouterr().err
+    assert err.count("up to date, skipped") == 6  # data, tune, merge, export, quantize, bench
+    assert before == {p: (run_dir / p / "manifest.json").read_text() for p in before}
+
+
+def test_damaged_input_is_refused_by_the_next_stage(cls_run, tmp_path):
+    import shutil
+    from edgeft.quantize import quantize
+
+    run_dir, recipe, _ = cls_run
+    broken = tmp_path / "export"
+    shutil.copytree(run_dir / "export-optimum", broken)
+    with open(broken / "model.onnx", "r+b") as f:
+        f.seek(200)
+        f.write(b"\x00\x01\x02")
+    with pytest.raises(EdgeftError, match="export/model.onnx is damaged"):
+        quantize(recipe, broken, tmp_path / "q")
+    assert not (tmp_path / "q").exists()
+
+
+def test_runtime_classifier_agrees_with_the_bench(cls_run):
+    from edgeft.runtime import load
+
+    run_dir, _, report = cls_run
+    model = load(run_dir / "export-optimum")
+    test = [json.loads(l) for l in (run_dir / "data/test.jsonl").read_text().splitlines()][:40]
+    preds = model.predict([r["text"] for r in test])
+    accuracy = np.mean([p[0] == r["label"] for p, r in zip(preds, test)])
+    onnx = next(v for v in report["variants"] if v["name"] == "onnx-fp32")
+    assert accuracy == pytest.approx(onnx["metrics"]["accuracy"])
+    assert all(0.5 <= p[1] <= 1 for p in preds)
