@@ -18,6 +18,10 @@ from edgeft.models import load_model, load_tokenizer
 from edgeft.recipe import Recipe
 
 
+GATE_NAMES = {"vs_adapter_fp32": "the adapter on the fp32 base",
+              "vs_trained_nf4": "what was trained (NF4 base + adapter)"}
+
+
 def compare(reference, candidate) -> dict:
     """Max |logit difference| and argmax agreement between two logit tensors of the same shape."""
     diff = (reference - candidate).abs()
@@ -67,7 +71,7 @@ def merge(recipe: Recipe, tune_dir: Path, out: Path, *, force: bool = True) -> d
     checks["gate"] = {"against": gate, "min_agreement": recipe.merge.min_agreement, "passed":
                       agreement >= recipe.merge.min_agreement}
     if agreement < recipe.merge.min_agreement:
-        raise EdgeftError(f"merge refused: merged model agrees with {gate.replace('_', ' ')} on "
+        raise EdgeftError(f"merge refused: the merged model agrees with {GATE_NAMES[gate]} on "
                           f"{agreement:.1%} of {checks[gate]['compared']} validation predictions, below "
                           f"merge.min_agreement {recipe.merge.min_agreement:.1%} "
                           f"(max logit difference {checks[gate]['max_abs_logit_diff']:.3g})")

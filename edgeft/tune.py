@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -205,7 +206,8 @@ def tune(recipe: Recipe, data_dir: Path, out: Path, *, base_dir: Path | None = N
         scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["rng"])
         state = json.loads((checkpoint / "progress.json").read_text())
-        accelerator.print(f"resuming from step {state['step']} of {total_steps} ({checkpoint})")
+        if accelerator.is_main_process:
+            print(f"resuming from step {state['step']} of {total_steps} ({checkpoint})", file=sys.stderr)
     work.mkdir(parents=True, exist_ok=True)
     main = accelerator.is_main_process
 

@@ -1,0 +1,89 @@
+"""tune: LoRA and QLoRA on CPU, best adapter kept, resume after an interruption."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from safetensors.torch import load_file
+
+from conftest import classification_recipe, write_recipe
+from edgeft import EdgeftError
+from edgeft.data import prepare_data
+from edgeft.recipe import recipe_from_dict
+from edgeft.tune import tune
+
+
+@pytest.fixture(scope="module")
+def sms_data(tmp_path_factory, tiny_bert):
+    out = tmp_path_factory.mktemp("tune") / "data"
+    prepare_data(recipe_from_dict(classification_recipe(tiny_bert)), out)
+    return out
+
+
+def edgeft(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "edgeft.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_resume_after_interrupt_gives_the_same_adapter_as_an_uninterrupted_run(tmp_path, tiny_bert, sms_data):
+    settings = {"max_steps": 120, "checkpoint_every": 5, "batch_size": 8}
+    recipe_file = write_recipe(tmp_path / "r.yaml", classification_recipe(tiny_bert, tune=settings))
+    out = tmp_path / "tuned"
+    progress = tmp_path / "tuned.partial" / "checkpoint" / "progress.json"
+    proc = edgeft("tune", sms_data, "-o", out, "-r", recipe_file)
+    deadline = time.time() + 120
+    while not progress.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and not out.exists()
+    stopped_at = json.loads(progress.read_text())["step"]
+    assert 0 < stopped_at < 120
+
+    again = edgeft("tune", sms_data, "-o", out, "-r", recipe_file)
+    _, err = again.communicate(timeout=60)
+    assert again.returncode == 2 and "pass --resume to continue it" in err
+
+    resumed = edgeft("tune", sms_data, "-o", out, "-r", recipe_file, "--resume")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert f"resuming from step {stopped_at} of 120" in err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["metrics"]["steps"] == 120
+    assert not (out / "checkpoint").exists() and not (tmp_path / "tuned.partial").exists()
+
+    straight = tune(recipe_from_dict(classification_recipe(tiny_bert, tune=settings)), sms_data, tmp_path / "straight",
+                    progress=False)
+    assert straight["metrics"]["best_validation"]["loss"] == pytest.approx(
+        manifest["metrics"]["best_validation"]["loss"], rel=1e-4)
+    a, b = load_file(out / "adapter_model.safetensors"), load_file(tmp_path / "straight" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert (a[key] - b[key]).abs().max() < 1e-4, key
+
+
+def test_qlora_trains_on_cpu_and_keeps_the_best_epoch(tmp_path, tiny_bert, sms_data):
+    recipe = recipe_from_dict(classification_recipe(tiny_bert, tune={"method": "qlora", "epochs": 3}))
+    manifest = tune(recipe, sms_data, tmp_path / "q", progress=False)
+    history = manifest["metrics"]["history"]
+    assert len(history) == 3
+    best = max(history, key=lambda h: (h["macro_f1"], -h["loss"]))
+    assert manifest["metrics"]["best_validation"] == best
+    assert manifest["config"]["method"] == "qlora"
+    config = json.loads((tmp_path / "q" / "adapter_config.json").read_text())
+    assert config["r"] == 8 and "classifier" in config["modules_to_save"]
+    assert (tmp_path / "q" / "tokenizer.json").exists()
+
+
+def test_tune_refuses_a_gguf_base_and_a_missing_data_folder(tmp_path, tiny_bert, sms_data):
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    recipe = recipe_from_dict(classification_recipe(gguf))
+    with pytest.raises(EdgeftError, match="is a GGUF file: convert it first with `edgeft import"):
+        tune(recipe, sms_data, tmp_path / "out")
+    with pytest.raises(EdgeftError, match="data folder not found"):
+        tune(recipe_from_dict(classification_recipe(tiny_bert)), tmp_path / "nodata", tmp_path / "out")
