@@ -43,40 +43,99 @@ def left_padded(sequences: Sequence[list[int]], pad_id: int):
     return ids, mask
 
 
+def _with_positions(batch: dict) -> dict:
+    """Add the positions whose logits are needed: the one before each answer token."""
+    import torch
+
+    needed = batch["answer_mask"].any(0).nonzero().flatten() - 1
+    batch["predict_positions"] = needed[needed >= 0].to(torch.long)
+    batch["tokens"] = int(batch["attention_mask"].sum()) if batch.get("attention_mask") is not None \
+        else int(batch["input_ids"].numel())
+    return batch
+
+
 def chat_batch(examples: list[tuple[list[int], int]], pad_id: int) -> dict:
-    """Left-padded chat batch; `keep` is how many final positions hold every answer token."""
+    """Left-padded chat batch: every answer ends at the last position."""
     import torch
 
     ids, mask = left_padded([e[0] for e in examples], pad_id)
-    answer_lengths = [len(full) - n_prompt for full, n_prompt in examples]
-    keep = max(answer_lengths) + 1  # logits at the last prompt token predict the first answer token
     width = ids.shape[1]
     answer_mask = torch.zeros_like(ids, dtype=torch.bool)
-    for row, n in enumerate(answer_lengths):
-        answer_mask[row, width - n:] = True
+    for row, (full, n_prompt) in enumerate(examples):
+        answer_mask[row, width - (len(full) - n_prompt):] = True
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-    return {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids, "answer_mask": answer_mask,
-            "keep": keep}
+    return _with_positions({"input_ids": ids, "attention_mask": mask, "position_ids": position_ids,
+                            "answer_mask": answer_mask})
+
+
+def pack_rows(lengths: Sequence[int], max_length: int, seed: int) -> list[list[int]]:
+    """Examples packed first-fit-decreasing into rows of at most max_length tokens, rows shuffled."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        slot = next((r for r, free in enumerate(room) if free >= lengths[i]), None)
+        if slot is None:
+            rows.append([i])
+            room.append(max_length - lengths[i])
+        else:
+            rows[slot].append(i)
+            room[slot] -= lengths[i]
+    random.Random(seed).shuffle(rows)
+    return rows
+
+
+def packed_batch(rows: list[list[tuple[list[int], int]]], pad_id: int) -> dict:
+    """Padding-free packing: the examples of a row follow each other and their position ids restart
+    at 0, which transformers turns into a block-diagonal causal mask (no attention across examples)."""
+    import torch
+
+    width = max(sum(len(full) for full, _ in row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    positions = torch.zeros_like(ids)
+    answer_mask = torch.zeros_like(ids, dtype=torch.bool)
+    for r, row in enumerate(rows):
+        at = 0
+        for full, n_prompt in row:
+            ids[r, at:at + len(full)] = torch.tensor(full)
+            positions[r, at:at + len(full)] = torch.arange(len(full))
+            answer_mask[r, at + n_prompt:at + len(full)] = True
+            at += len(full)
+        positions[r, at:] = torch.arange(width - at)  # padding: a sequence of its own, never scored
+    return _with_positions({"input_ids": ids, "attention_mask": None, "position_ids": positions,
+                            "answer_mask": answer_mask})
+
+
+def _answer_logits(model, batch: dict):
+    """Logits at the positions that predict answer tokens, the tokens they predict, and which count.
+
+    Only those positions go through the LM head: with a vocabulary of ~50k and prompts far longer
+    than answers, the head over every position would cost more than the rest of the model.
+    """
+    positions = batch["predict_positions"]
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                position_ids=batch["position_ids"], logits_to_keep=positions, use_cache=False)
+    return out.logits.float(), batch["input_ids"][:, positions + 1], batch["answer_mask"][:, positions + 1]
 
 
 def answer_nll(model, batch: dict):
-    """Summed negative log-likelihood of the answer tokens and their count.
-
-    Only the last `keep` positions go through the LM head: with a vocabulary of ~50k and prompts
-    far longer than answers, the head over every position would cost more than the rest.
-    """
-    import torch
+    """Summed negative log-likelihood of the answer tokens and their count."""
     import torch.nn.functional as F
 
-    keep = batch["keep"]
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                position_ids=batch["position_ids"], logits_to_keep=keep, use_cache=False)
-    logits = out.logits[:, :-1].float()                     # predicts positions -keep+1 .. end
-    targets = batch["input_ids"][:, -keep + 1:]
-    mask = batch["answer_mask"][:, -keep + 1:]
+    logits, targets, mask = _answer_logits(model, batch)
     nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
-    nll = nll.view_as(targets) * mask
-    return nll.sum(), mask.sum()
+    return (nll.view_as(targets) * mask).sum(), mask.sum()
+
+
+def answer_scores(model, batch: dict):
+    """Per row: the answer's NLL, and whether greedy decoding would produce exactly the answer
+    (the argmax after every reference prefix is the reference token)."""
+    import torch.nn.functional as F
+
+    logits, targets, mask = _answer_logits(model, batch)
+    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+    nll = (nll.view_as(targets) * mask).sum(-1)
+    exact = ((logits.argmax(-1) == targets) | ~mask).all(-1)
+    return nll.tolist(), exact.tolist()
 
 
 def classification_batch(tokenizer, texts: list[str], max_length: int) -> dict:
@@ -100,8 +159,9 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int) -
 class Examples:
     """The training examples of either task as token ids, and how to batch them."""
 
-    def __init__(self, rows: list[dict], tokenizer, task: str, max_length: int, labels: list[str]):
-        self.task, self.tokenizer, self.max_length = task, tokenizer, max_length
+    def __init__(self, rows: list[dict], tokenizer, task: str, max_length: int, labels: list[str],
+                 packing: bool = False):
+        self.task, self.tokenizer, self.max_length, self.packing = task, tokenizer, max_length, packing
         if self.task == "classification":
             index = {l: i for i, l in enumerate(labels)}
             self.texts = [r["text"] for r in rows]
@@ -115,9 +175,19 @@ class Examples:
     def __len__(self):
         return len(self.lengths)
 
-    def batch(self, indices: list[int]) -> dict:
+    def batches(self, batch_size: int, seed: int) -> list[list]:
+        """One epoch's batches in a seeded order: lists of example indices, or with packing, lists
+        of rows (each a list of example indices)."""
+        if self.packing:
+            rows = pack_rows(self.lengths, self.max_length, seed)
+            return [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+        return length_grouped_batches(self.lengths, batch_size, seed)
+
+    def batch(self, indices: list) -> dict:
         import torch
 
+        if indices and isinstance(indices[0], list):
+            return packed_batch([[self.chats[i] for i in row] for row in indices], self.tokenizer.pad_token_id)
         if self.task == "classification":
             batch = classification_batch(self.tokenizer, [self.texts[i] for i in indices], self.max_length)
             batch["labels"] = torch.tensor([self.targets[i] for i in indices])
@@ -140,9 +210,8 @@ def collect_logits(model, examples: Examples, batch_size: int, limit: int | None
                 batch.pop("labels", None)
                 chunks.append(model(**batch).logits.float().cpu())
             else:
-                keep = batch["keep"]
+                positions = batch["predict_positions"]
                 out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                            position_ids=batch["position_ids"], logits_to_keep=keep, use_cache=False)
-                mask = batch["answer_mask"][:, -keep + 1:]
-                chunks.append(out.logits[:, :-1].float()[mask].cpu())
+                            position_ids=batch["position_ids"], logits_to_keep=positions, use_cache=False)
+                chunks.append(out.logits.float()[batch["answer_mask"][:, positions + 1]].cpu())
     return torch.cat(chunks)

@@ -84,12 +84,12 @@ def bench(recipe: Recipe, folders: list[Path], out: Path, *, force: bool = True,
     if not cfg.include_pytorch:
         variants = [v for v in variants if v[2]["stage"] != "merge"]
     task = variants[0][2]["task"]
+    if task != "classification":
+        from edgeft.decoder import bench_generation
+        return bench_generation(recipe, variants, out, force=force, progress=progress)
     inputs = [input_ref(name, path, manifest) for name, path, manifest in variants]
     if not force and is_up_to_date(out, inputs, cfg.model_dump(mode="json")):
         return {**json.loads((Path(out) / "report.json").read_text()), "_up_to_date": True}
-    if task != "classification":
-        from edgeft.decoder import bench_generation
-        return bench_generation(recipe, variants, out, progress=progress)
     data_dir = find_in_lineage(variants[0][2], "data")
     label_info = load_labels(data_dir)
     labels, positive = label_info["labels"], label_info.get("positive_label")

@@ -198,6 +198,127 @@ def report(bench_dir, fmt):
     click.echo(render(json.loads((Path(bench_dir) / "report.json").read_text()), bench_dir, fmt))
 
 
+@cli.command(name="import")
+@click.argument("gguf", type=click.Path(path_type=Path))
+@output_option
+def import_cmd(gguf, out):
+    """Turn a GGUF file (or a model alias such as smollm2) into a Hugging Face folder (fp32 safetensors,
+    tokenizer, chat template) with a manifest."""
+    from edgeft.importer import import_gguf
+    from edgeft.models import resolve_model
+
+    path = resolve_model(str(gguf), field="GGUF") if not Path(gguf).exists() else Path(gguf)
+    manifest = import_gguf(path, out)
+    click.echo(f"{out}: {manifest['architecture']}, {manifest['metrics']['parameters'] / 1e6:.1f}M parameters")
+
+
+MODEL_STAGES = ("import", "merge", "export", "quantize", "package")
+
+
+def open_generator(folder: Path, threads: int | None):
+    """An ONNX decoder folder (artifact or bundle) through the runtime; a PyTorch one through transformers."""
+    from edgeft.artifacts import read_manifest
+
+    manifest = read_manifest(folder, stage=MODEL_STAGES, what="model")
+    if manifest.get("task") != "generation":
+        raise EdgeftError(f"{folder} holds a '{manifest.get('task')}' model: generate and chat need a text generator")
+    if manifest.get("format") == "pytorch" or manifest["stage"] == "import":
+        from edgeft.decoder import TorchChat
+        return TorchChat(folder, threads)
+    from edgeft.runtime_gen import Generator
+    return Generator(folder, threads, verify=False)
+
+
+def stream_answer(generator, messages, max_new_tokens) -> str:
+    pieces = []
+    for piece in generator.stream(messages, max_new_tokens):
+        click.echo(piece, nl=False)
+        pieces.append(piece)
+    click.echo()
+    return "".join(pieces).strip()
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.argument("prompt", nargs=-1)
+@click.option("--max-new-tokens", type=int, default=None, help="default: the model's generation settings (128)")
+@click.option("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+def generate(model_dir, prompt, max_new_tokens, threads):
+    """Answer PROMPT with the text generator in MODEL_DIR, streaming tokens as they come.
+
+    MODEL_DIR is an exported or quantized decoder (or a bundle, or a merged PyTorch model). Without
+    PROMPT, each line of standard input is answered in turn.
+    """
+    import sys
+
+    generator = open_generator(model_dir, threads)
+    prompts = [" ".join(prompt)] if prompt else [line.strip() for line in sys.stdin if line.strip()]
+    for text in prompts:
+        stream_answer(generator, [{"role": "user", "content": text}], max_new_tokens)
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option("--system", default=None, help="system prompt (default: the one the model was tuned with)")
+@click.option("--max-new-tokens", type=int, default=None)
+@click.option("--threads", type=int, default=None)
+def chat(model_dir, system, max_new_tokens, threads):
+    """Chat with the text generator in MODEL_DIR in the terminal (empty line or Ctrl-D to leave)."""
+    generator = open_generator(model_dir, threads)
+    history = [{"role": "system", "content": system}] if system else []
+    click.echo("chat: an empty line or Ctrl-D ends it", err=True)
+    while True:
+        try:
+            text = input("> ").strip()
+        except EOFError:
+            break
+        if not text:
+            break
+        history.append({"role": "user", "content": text})
+        history.append({"role": "assistant", "content": stream_answer(generator, history, max_new_tokens)})
+
+
+@cli.command(name="package")
+@click.argument("variant_dir", type=click.Path(path_type=Path))
+@recipe_options
+@output_option
+@click.option("--bench", "bench_dir", type=click.Path(path_type=Path), default=None,
+              help="bench folder whose measurements go into the bundle (default: the run's bench/)")
+@click.option("--zip", "zip_bundle", is_flag=True, help="also write OUT.zip")
+def package_cmd(variant_dir, recipe_ref, overrides, out, bench_dir, zip_bundle):
+    """Make a self-contained bundle for a device from an exported or quantized VARIANT_DIR."""
+    from edgeft.package import package
+
+    manifest = package(load(recipe_ref, overrides), variant_dir, out, bench_dir=bench_dir, zip_bundle=zip_bundle)
+    size = sum(f["bytes"] for f in manifest["files"].values())
+    click.echo(f"{out}: {manifest['variant']} ({manifest['task']}), {len(manifest['files'])} files, {size / 2**20:.1f} MiB"
+               + (f", {out}.zip" if zip_bundle else ""))
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("texts", nargs=-1)
+@click.option("--threads", type=int, default=None)
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+def predict(bundle, texts, threads, as_json):
+    """Classify TEXTS (or each line of standard input) with the classifier in BUNDLE.
+
+    Runs through edgeft.runtime: onnxruntime, tokenizers and numpy only; every file's sha256 is
+    checked against the bundle's manifest first.
+    """
+    import json
+    import sys
+    from edgeft.artifacts import read_manifest
+    from edgeft.runtime import Classifier
+
+    read_manifest(bundle, stage=("package", "export", "quantize"), what="bundle", verify=False)
+    model = Classifier(bundle, threads)
+    lines = list(texts) or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    for text, (label, prob) in zip(lines, model.predict(lines)):
+        click.echo(json.dumps({"text": text, "label": label, "probability": round(prob, 4)}) if as_json
+                   else f"{label}\t{prob:.3f}\t{text}")
+
+
 def main() -> None:
     cli()
 

@@ -22,6 +22,20 @@ def export_config(recipe: Recipe, backend: str) -> dict:
             "parity_samples": cfg.parity_samples, "parity_new_tokens": cfg.parity_new_tokens}
 
 
+def finish_decoder_export(merge_dir: Path, folder: Path, backend: str, data_dir: Path) -> None:
+    """Last-token logits (the genai builder does this itself) and the runtime's chat settings."""
+    from transformers import AutoConfig
+    from edgeft.decoder import prune_lm_head, write_generation_settings
+    from edgeft.models import load_tokenizer
+
+    if backend == "optimum":
+        prune_lm_head(folder / ONNX_FILE)
+    config = AutoConfig.from_pretrained(merge_dir)
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    system_prompt = read_manifest(data_dir, verify=False)["config"].get("system_prompt")
+    write_generation_settings(load_tokenizer(merge_dir, "generation"), folder, config, system_prompt, head_dim)
+
+
 def export(recipe: Recipe, merge_dir: Path, out: Path, *, backend: str = "optimum", force: bool = True) -> dict:
     merged = read_manifest(merge_dir, stage="merge", what="merged model")
     task = merged["task"]
@@ -44,11 +58,13 @@ def export(recipe: Recipe, merge_dir: Path, out: Path, *, backend: str = "optimu
             from edgeft.genai import build_genai
             build_genai(Path(merge_dir), tmp, precision="fp32")
         shutil.copy(Path(merge_dir) / "labels.json", tmp / "labels.json")
+        if task == "generation":
+            finish_decoder_export(Path(merge_dir), tmp, backend, data_dir)
         if task == "classification":
             from edgeft.parity import classification_parity
             parity = classification_parity(Path(merge_dir), tmp, rows, merged.get("labels", []))
         else:
-            from edgeft.parity import generation_parity
+            from edgeft.decoder import generation_parity
             parity = generation_parity(Path(merge_dir), tmp, backend, rows, recipe.export.parity_new_tokens)
         ok = parity["max_abs_logit_diff"] <= recipe.export.parity_atol and parity.get("greedy_identical", True)
         parity["passed"] = ok
@@ -59,5 +75,6 @@ def export(recipe: Recipe, merge_dir: Path, out: Path, *, backend: str = "optimu
                                  f"; greedy tokens differ from PyTorch in {parity['greedy_mismatches']} prompts"))
         manifest = write_manifest(tmp, stage="export", task=task, inputs=inputs, config=config,
                                   metrics={"parity": parity}, labels=merged.get("labels", []),
-                                  backend=backend, format="onnx", precision="fp32")
+                                  backend=backend, format="onnx", precision="fp32",
+                                  lm_head="last_token_only" if task == "generation" else "all")
     return manifest

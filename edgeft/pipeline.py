@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from edgeft import EdgeftError
 from edgeft.recipe import Recipe, dump_recipe
 
 
@@ -37,8 +38,8 @@ def run_pipeline(recipe: Recipe, run_dir: Path, *, force: bool = False, progress
         result = fn(*args, **kwargs)
         seconds = time.perf_counter() - start
         timings[name] = round(seconds, 1)
-        skipped = any(isinstance(r, dict) and r.get("_up_to_date") for r in (result if isinstance(result, list)
-                                                                             else [result]))
+        results = result if isinstance(result, list) else [result]
+        skipped = bool(results) and all(isinstance(r, dict) and r.get("_up_to_date") for r in results)
         log(f"   {name}: {'up to date, skipped' if skipped else f'done in {seconds:.1f} s'}")
         return result
 
@@ -60,5 +61,13 @@ def run_pipeline(recipe: Recipe, run_dir: Path, *, force: bool = False, progress
         manifests = stage(f"quantize {backend}", quantize, recipe, export_dir, run_dir / "quantize", force=force)
         bench_inputs += [run_dir / "quantize" / m["variant"] for m in manifests]
     report = stage("bench", bench, recipe, bench_inputs, run_dir / "bench", force=force, progress=progress)
+    shipped = recipe.package.variant or next((v.name for v in recipe.quantize.variants), None)
+    if shipped:
+        from edgeft.package import package
+        variant_dir = next((p for p in bench_inputs if p.name == shipped or p.name == f"export-{shipped}"), None)
+        if variant_dir is None:
+            raise EdgeftError(f"package.variant: no variant named '{shipped}' in this run")
+        stage("package", package, recipe, variant_dir, run_dir / "package", bench_dir=run_dir / "bench",
+              zip_bundle=recipe.package.zip, force=force)
     (run_dir / "run.json").write_text(json.dumps({"recipe": recipe.name, "stage_seconds": timings}, indent=2) + "\n")
     return report

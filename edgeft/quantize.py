@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from edgeft.data import load_split
 from edgeft.recipe import Recipe, VariantSection
 
 ONNX_FILE = "model.onnx"
-MODEL_FILES = {ONNX_FILE, "model.onnx_data", "model.onnx.data"}
+MODEL_FILES = {ONNX_FILE, "model.onnx_data", "model.onnx.data", "model.prefill.onnx"}
 
 
 def copy_sidecar_files(src: Path, dst: Path) -> None:
@@ -78,7 +79,7 @@ def quantize_dynamic_int8(src: Path, dst: Path, variant: VariantSection, task: s
     ops = ["MatMul", "Gemm"] if task == "generation" else None
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=variant.per_channel,
                      reduce_range=variant.reduce_range, op_types_to_quantize=ops,
-                     use_external_data_format=src.stat().st_size > 1.8e9)
+                     use_external_data_format=task == "generation")
 
 
 def quantize_int4(src: Path, dst: Path, variant: VariantSection) -> dict:
@@ -89,6 +90,38 @@ def quantize_int4(src: Path, dst: Path, variant: VariantSection) -> dict:
     quantizer.process()
     quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
     return {}
+
+
+def compare_with_fp32(task: str, fp32_dir: Path, quant_dir: Path, rows: list[dict], limit: int = 64) -> dict:
+    """How far a variant drifted: argmax agreement and max logit difference against the fp32 model on
+    validation inputs (classification: the label; generation: the first answer token)."""
+    rows = rows[:limit]
+    if task == "classification":
+        from edgeft.runtime import Classifier
+        ref, new = Classifier(fp32_dir, verify=False), Classifier(quant_dir, verify=False)
+        texts = [r["text"] for r in rows]
+        a = np.concatenate([ref.logits(ref.encode(texts[i:i + 32])) for i in range(0, len(texts), 32)])
+        b = np.concatenate([new.logits(new.encode(texts[i:i + 32])) for i in range(0, len(texts), 32)])
+    else:
+        from edgeft.runtime_gen import Generator
+        ref, new = Generator(fp32_dir, verify=False), Generator(quant_dir, verify=False)
+        prompts = [ref.encode_chat(r["messages"][:-1]) for r in rows[:16]]
+        a = np.stack([ref.prefill(p)[0] for p in prompts])
+        b = np.stack([new.prefill(p)[0] for p in prompts])
+    return {"agreement": float((a.argmax(-1) == b.argmax(-1)).mean()), "max_abs_logit_diff": float(np.abs(a - b).max()),
+            "compared": int(len(a))}
+
+
+def check_loads(folder: Path) -> None:
+    """A quantizer can write a graph onnxruntime refuses: find out here, not on the device."""
+    from edgeft.runtime import session
+
+    for name in (ONNX_FILE, "model.prefill.onnx"):
+        if (folder / name).exists():
+            try:
+                session(folder / name, threads=1)
+            except Exception as e:  # onnxruntime raises its own exception types
+                raise EdgeftError(f"the quantized model {name} does not load in onnxruntime: {e}") from None
 
 
 def count_ops(model_path: Path) -> dict[str, int]:
@@ -126,8 +159,10 @@ def quantize_variant(recipe: Recipe, export_dir: Path, variant: VariantSection, 
         details = {}
         if variant.source == "genai":
             from edgeft.genai import build_genai
-            merge_dir = find_in_lineage(exported, "merged_model")
-            build_genai(merge_dir, tmp, precision="int4", variant=variant)
+            if variant.method != "int4":
+                raise EdgeftError(f"variant '{variant.name}': source 'genai' builds int4 only")
+            build_genai(find_in_lineage(exported, "merged_model"), tmp, precision="int4", variant=variant)
+            shutil.copy(Path(export_dir) / "generation.json", tmp / "generation.json")
         else:
             copy_sidecar_files(export_dir, tmp)
             dst = tmp / ONNX_FILE
@@ -151,10 +186,19 @@ def quantize_variant(recipe: Recipe, export_dir: Path, variant: VariantSection, 
                 details = quantize_decoder_int4(src, dst, variant)
             else:
                 quantize_int4(src, dst, variant)
-            details["op_counts"] = count_ops(dst)
+        if variant.prefill_accuracy_level is not None:
+            from edgeft.decoder import write_prefill_graph
+            details["prefill_graph"] = write_prefill_graph(tmp, variant.prefill_accuracy_level)
+        details["op_counts"] = count_ops(tmp / ONNX_FILE)
+        check_loads(tmp)
         shutil.copy(Path(export_dir) / "labels.json", tmp / "labels.json")
+        rows = load_split(find_in_lineage(exported, "data"), "validation")
+        drift = compare_with_fp32(task, Path(export_dir), tmp, rows)
+        if drift["agreement"] < 0.5:
+            print(f"warning: variant '{variant.name}' agrees with the fp32 model on only {drift['agreement']:.0%} "
+                  f"of {drift['compared']} validation predictions: it is likely broken", file=sys.stderr)
         manifest = write_manifest(tmp, stage="quantize", task=task, inputs=inputs, config=config,
-                                  metrics={}, labels=exported.get("labels", []), backend=exported.get("backend"),
+                                  metrics={"vs_fp32": drift}, labels=exported.get("labels", []), backend=exported.get("backend"),
                                   format="onnx", precision=variant.name, variant=variant.name, details=details)
     return manifest
 

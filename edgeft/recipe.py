@@ -93,7 +93,11 @@ class VariantSection(Section):
     symmetric: bool = True
     accuracy_level: Optional[Literal[0, 1, 2, 3, 4]] = None
     head_bits: Optional[Literal[4, 8]] = Field(8, description="generation: LM head at int8/int4; null keeps fp32")
-    embedding_bits: Optional[Literal[4, 8]] = Field(None, description="generation: quantize the embedding too")
+    embedding_bits: Optional[Literal[4]] = Field(
+        None, description="generation, source optimum: the embedding as 4-bit GatherBlockQuantized (the genai "
+                          "builder shares it with the head)")
+    prefill_accuracy_level: Optional[Literal[0, 1, 2, 3, 4]] = Field(
+        None, description="generation: MatMulNBits accuracy level for the prompt (a second graph, same weights)")
 
 
 def _default_variants() -> list[VariantSection]:
@@ -128,6 +132,11 @@ class BenchSection(Section):
     max_new_tokens_eval: int = Field(8, gt=0, description="greedy tokens generated per test question")
 
 
+class PackageSection(Section):
+    variant: Optional[str] = Field(None, description="variant to ship (default: the first quantized variant)")
+    zip: bool = Field(False, description="also write <run>/package.zip")
+
+
 class Recipe(Section):
     name: str = "run"
     task: Literal["classification", "generation"] = "classification"
@@ -139,6 +148,7 @@ class Recipe(Section):
     export: ExportSection = ExportSection()
     quantize: QuantizeSection = QuantizeSection()
     bench: BenchSection = BenchSection()
+    package: PackageSection = PackageSection()
 
 
 def _format_errors(err: ValidationError, source: str, data: Any) -> str:

@@ -71,8 +71,11 @@ RUNNERS = {("classification", "pytorch"): TorchClassifier, ("classification", "o
 
 def load_runner(spec: dict):
     if spec["task"] == "generation":
-        import edgeft.decoder  # noqa: F401  (registers the generation runners)
-    return RUNNERS[(spec["task"], spec["format"])](Path(spec["folder"]), spec["threads"], **spec.get("options", {}))
+        from edgeft.decoder import OrtGenerator, TorchGenerator
+        runner = TorchGenerator if spec["format"] == "pytorch" else OrtGenerator
+    else:
+        runner = RUNNERS[(spec["task"], spec["format"])]
+    return runner(Path(spec["folder"]), spec["threads"], **spec.get("options", {}))
 
 
 def classify(runner, texts: list[str], batch_size: int) -> list[int]:
@@ -128,7 +131,16 @@ def op_throughput(runner, texts: list[str], batch_size: int, warmup: int) -> dic
     return {"examples_per_s": batch_size * len(seconds) / sum(seconds) if seconds else float("nan")}
 
 
-OPS = {"classify": op_classify, "latency": op_latency, "throughput": op_throughput}
+def op_speed(runner, prompt: list[int], new_tokens: int) -> dict:
+    return runner.speed(prompt, new_tokens)
+
+
+def op_evaluate(runner, prompts: list, answers: list, max_new_tokens: int) -> dict:
+    return runner.evaluate(prompts, answers, max_new_tokens)
+
+
+OPS = {"classify": op_classify, "latency": op_latency, "throughput": op_throughput, "speed": op_speed,
+       "evaluate": op_evaluate}
 
 
 class WorkerPool:

@@ -49,9 +49,10 @@ class Classifier:
 
     def __init__(self, folder: Path, threads: int | None = None, max_length: int = 128, verify: bool = True):
         folder = Path(folder)
-        self.manifest = read_manifest(folder, verify=verify, what="model")
-        if self.manifest.get("task") != "classification":
-            raise EdgeftError(f"{folder} holds a '{self.manifest.get('task')}' model, not a classifier")
+        if verify:  # callers that already checked the folder (the bench) pass verify=False
+            manifest = read_manifest(folder, what="model")
+            if manifest.get("task") != "classification":
+                raise EdgeftError(f"{folder} holds a '{manifest.get('task')}' model, not a classifier")
         self.labels = json.loads((folder / "labels.json").read_text())["labels"]
         self.tokenizer = load_tokenizer(folder, max_length)
         pad = self.tokenizer.token_to_id("[PAD]")

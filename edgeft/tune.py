@@ -179,7 +179,10 @@ def tune(recipe: Recipe, data_dir: Path, out: Path, *, base_dir: Path | None = N
     labels_info = load_labels(data_dir)
     labels = labels_info["labels"]
     tokenizer = load_tokenizer(base, recipe.task)
-    train = Examples(load_split(data_dir, "train"), tokenizer, recipe.task, recipe.data.max_length, labels)
+    if cfg.packing and recipe.task != "generation":
+        raise EdgeftError("tune.packing applies to generation (chat) data only")
+    train = Examples(load_split(data_dir, "train"), tokenizer, recipe.task, recipe.data.max_length, labels,
+                     packing=cfg.packing)
     val = Examples(load_split(data_dir, "validation"), tokenizer, recipe.task, recipe.data.max_length, labels)
     if len(train) == 0:
         raise EdgeftError(f"{data_dir}/train.jsonl is empty")
@@ -190,7 +193,7 @@ def tune(recipe: Recipe, data_dir: Path, out: Path, *, base_dir: Path | None = N
 
     # every rank builds the same batch order and takes its share of it
     world, rank = accelerator.num_processes, accelerator.process_index
-    per_epoch = len(length_grouped(train, cfg.batch_size, recipe.seed, world)) // world
+    per_epoch = len(epoch_batches(train, cfg.batch_size, recipe.seed, world)) // world
     steps_per_epoch = max(1, per_epoch // cfg.gradient_accumulation)
     total_steps = cfg.max_steps or math.ceil(steps_per_epoch * cfg.epochs)
     scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
@@ -216,7 +219,7 @@ def tune(recipe: Recipe, data_dir: Path, out: Path, *, base_dir: Path | None = N
     model.train()
     started = time.perf_counter()
     while state["step"] < total_steps:
-        batches = length_grouped(train, cfg.batch_size, recipe.seed + state["epoch"], world)[rank::world]
+        batches = epoch_batches(train, cfg.batch_size, recipe.seed + state["epoch"], world)[rank::world]
         for position in range(state["batch_in_epoch"], len(batches)):
             batch = {k: (v.to(accelerator.device) if hasattr(v, "to") else v)
                      for k, v in train.batch(batches[position]).items()}
@@ -227,7 +230,8 @@ def tune(recipe: Recipe, data_dir: Path, out: Path, *, base_dir: Path | None = N
                     accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()  # a no-op while gradients accumulate
                 optimizer.zero_grad(set_to_none=True)
-            state["tokens"] += int(batch["attention_mask"].sum()) * world
+            state["tokens"] += batch["tokens"] * world if "tokens" in batch else \
+                int(batch["attention_mask"].sum()) * world
             state["batch_in_epoch"] = position + 1
             if not accelerator.sync_gradients:
                 continue
@@ -292,9 +296,7 @@ def save_adapter(model, folder: Path) -> None:
     tmp.rename(folder)
 
 
-def length_grouped(examples: Examples, batch_size: int, seed: int, world: int) -> list[list[int]]:
-    from edgeft.batches import length_grouped_batches
-
-    batches = length_grouped_batches(examples.lengths, batch_size, seed)
+def epoch_batches(examples: Examples, batch_size: int, seed: int, world: int) -> list[list]:
+    batches = examples.batches(batch_size, seed)
     full = [b for b in batches if len(b) == batch_size] or batches  # equal shapes across ranks
     return full[:len(full) - len(full) % world] if len(full) >= world else full

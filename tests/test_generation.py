@@ -1,0 +1,175 @@
+"""The generative path: GGUF import (real SmolLM2), chat data, answer-only loss, both export
+backends with parity, int4 variants, the generation benchmark, and the runtime."""
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import generation_recipe
+from edgeft import EdgeftError
+from edgeft.artifacts import read_manifest
+from edgeft.recipe import recipe_from_dict
+
+
+def test_import_turns_the_smollm2_gguf_into_a_working_hf_folder(smollm_base):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    manifest = read_manifest(smollm_base, stage="import")
+    assert manifest["architecture"] == "llama" and manifest["metrics"]["parameters"] == 134_515_008
+    assert not (smollm_base / "tokenizer.model").exists()  # the 100 MB GGUF copy is not kept
+    tokenizer = AutoTokenizer.from_pretrained(smollm_base)
+    assert tokenizer("Hello world")["input_ids"][0] != tokenizer.bos_token_id  # no BOS the GGUF does not ask for
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.chat_template
+    model = AutoModelForCausalLM.from_pretrained(smollm_base).eval()
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                        add_generation_prompt=True, return_tensors="pt")
+    with torch.inference_mode():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False)
+    assert "Paris" in tokenizer.decode(out[0, ids.shape[1]:])
+
+
+def test_import_refuses_files_that_are_not_loadable_gguf(tmp_path):
+    import gguf
+    from edgeft.importer import import_gguf
+
+    text = tmp_path / "model.gguf"
+    text.write_text("not a model")
+    with pytest.raises(EdgeftError, match="is not a GGUF file"):
+        import_gguf(text, tmp_path / "out")
+    writer = gguf.GGUFWriter(str(tmp_path / "whisper.gguf"), "whisper")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(EdgeftError, match="GGUF architecture 'whisper' cannot be loaded by transformers"):
+        import_gguf(tmp_path / "whisper.gguf", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_labelled_rows_become_chats_and_only_answer_tokens_are_scored(tmp_path, tiny_llama):
+    from transformers import AutoTokenizer
+    from edgeft.batches import Examples, answer_nll, encode_chat
+    from edgeft.data import load_split, prepare_data
+    from edgeft.models import load_model
+
+    recipe = recipe_from_dict(generation_recipe(tiny_llama))
+    prepare_data(recipe, tmp_path / "data")
+    train = load_split(tmp_path / "data", "train")
+    roles = [m["role"] for m in train[0]["messages"]]
+    assert roles == ["system", "user", "assistant"]
+    assert train[0]["answer"] in recipe.data.label_words.values()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    full, n_prompt = encode_chat(tokenizer, train[0]["messages"], 64)
+    assert tokenizer.decode(full[n_prompt:]) == train[0]["answer"] + "<|im_end|>"
+    # the loss over a left-padded batch and over packed rows is the same number
+    model = load_model(tiny_llama, "generation").eval()
+    plain = Examples(train[:6], tokenizer, "generation", 64, [])
+    packed = Examples(train[:6], tokenizer, "generation", 200, [], packing=True)
+    rows = packed.batches(batch_size=8, seed=0)[0]
+    assert sum(len(r) for r in rows) == 6 and len(rows) < 6
+    nll_plain, n_plain = answer_nll(model, plain.batch(list(range(6))))
+    nll_packed, n_packed = answer_nll(model, packed.batch(rows))
+    assert int(n_plain) == int(n_packed) == sum(len(f) - p for f, p in plain.chats)
+    assert float(nll_packed) == pytest.approx(float(nll_plain), rel=1e-4)
+
+
+@pytest.fixture(scope="module")
+def gen_run(tiny_llama, tmp_path_factory):
+    from edgeft.pipeline import run_pipeline
+
+    run_dir = tmp_path_factory.mktemp("gen-run")
+    recipe = recipe_from_dict(generation_recipe(tiny_llama))
+    return run_dir, recipe, run_pipeline(recipe, run_dir, progress=False)
+
+
+def test_both_export_backends_pass_parity_with_identical_greedy_tokens(gen_run):
+    run_dir, recipe, _ = gen_run
+    for backend in ("optimum", "genai"):
+        manifest = read_manifest(run_dir / f"export-{backend}", stage="export")
+        parity = manifest["metrics"]["parity"]
+        assert parity["passed"] and parity["greedy_identical"] and parity["greedy_tokens"] == 8
+        assert parity["max_abs_logit_diff"] < recipe.export.parity_atol
+        assert manifest["lm_head"] == "last_token_only"
+    settings = json.loads((run_dir / "export-optimum/generation.json").read_text())
+    assert settings["eos_token_ids"] == [2] and settings["system_prompt"] == recipe.data.system_prompt
+    assert settings["chat"]["generation_prompt"] == "<|im_start|>assistant\n"
+
+
+def test_int4_variants_hold_4_bit_weights_and_an_8_bit_head(gen_run):
+    import onnx
+    from edgeft.quantize import count_ops
+
+    run_dir, _, _ = gen_run
+    for name in ("int4", "int4-optimum"):
+        model = onnx.load(str(run_dir / "quantize" / name / "model.onnx"), load_external_data=False)
+        bits = {n.name: next(a.i for a in n.attribute if a.name == "bits") for n in model.graph.node
+                if n.op_type == "MatMulNBits"}
+        head = [b for n, b in bits.items() if "lm_head" in n]
+        assert head == [8] and set(bits.values()) == {4, 8}, name
+    assert count_ops(run_dir / "quantize/int4-optimum/model.onnx").get("GatherBlockQuantized") == 1
+    assert (run_dir / "quantize/int4/model.prefill.onnx").exists()
+    prefill = onnx.load(str(run_dir / "quantize/int4/model.prefill.onnx"), load_external_data=False)
+    assert {a.i for n in prefill.graph.node if n.op_type == "MatMulNBits" for a in n.attribute
+            if a.name == "accuracy_level"} == {1}
+    assert read_manifest(run_dir / "quantize/int8-dynamic")["details"]["op_counts"].get("MatMulInteger", 0) > 0
+
+
+def test_generation_report_rows_and_numbers(gen_run):
+    run_dir, recipe, _ = gen_run
+    report = json.loads((run_dir / "bench/report.json").read_text())
+    rows = {v["name"]: v for v in report["variants"]}
+    assert set(rows) == {"base-fp32", "pytorch-fp32", "onnx-fp32", "genai-fp32", "int4", "int4-optimum",
+                         "int8-dynamic"}
+    assert rows["base-fp32"]["latency_ms"] == []  # quality only: same architecture as pytorch-fp32
+    # fp32 exports score the answers exactly as PyTorch does
+    ref = rows["pytorch-fp32"]["metrics"]["answer_nll"]
+    for name in ("onnx-fp32", "genai-fp32"):
+        assert rows[name]["metrics"]["answer_nll"] == pytest.approx(ref, rel=1e-4)
+        assert rows[name]["metrics"]["exact_match"] == rows["pytorch-fp32"]["metrics"]["exact_match"]
+    for name, row in rows.items():
+        assert 0 <= row["metrics"]["exact_match"] <= 1 and row["metrics"]["answer_perplexity"] > 1
+        if name == "base-fp32":
+            continue
+        lat = row["latency_ms"][0]
+        assert lat["prompt_tokens"] == recipe.bench.prompt_tokens and lat["new_tokens"] == recipe.bench.new_tokens
+        assert lat["prefill_tokens_per_s"]["median"] > 0 and lat["decode_tokens_per_s"]["min"] > 0
+        assert lat["ms_per_token_p50"] <= lat["ms_per_token_p90"]
+        assert lat["decode_ceiling_tokens_per_s"] > 0 and lat["bandwidth_gb_s"] > 0.5
+        assert row["peak_rss_bytes"]["1"] > 0
+    assert rows["int4"]["size_bytes"] < rows["genai-fp32"]["size_bytes"]
+    assert "decode tok/s" in (run_dir / "bench/report.md").read_text()
+
+
+def test_runtime_generator_matches_pytorch_greedy(gen_run):
+    from transformers import AutoTokenizer
+    from edgeft.decoder import torch_greedy
+    from edgeft.models import load_model
+    from edgeft.runtime import load
+
+    run_dir, _, _ = gen_run
+    generator = load(run_dir / "export-optimum")
+    messages = [{"role": "user", "content": "Who wrote Hamlet ?"}]
+    ids = generator.encode_chat(messages)
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "merge")
+    assert tokenizer.decode(ids).startswith("<|im_start|>system\nReply with one word")
+    _, reference = torch_greedy(load_model(run_dir / "merge", "generation").eval(), ids, 6)
+    assert list(generator.generate_ids(ids, 6, stop=False)) == reference
+    text = "".join(generator.stream(messages, max_new_tokens=6))
+    assert text == tokenizer.decode([t for t in reference if t != 2]).split("<|im_end|>")[0][:len(text)]
+
+
+def test_generate_and_chat_commands_stream_answers(gen_run):
+    from edgeft.cli import cli
+
+    run_dir, _, _ = gen_run
+    result = CliRunner().invoke(cli, ["generate", str(run_dir / "quantize/int4"), "What", "is", "NASA", "?",
+                                      "--max-new-tokens", "5"])
+    assert result.exit_code == 0, result.output
+    chat = CliRunner().invoke(cli, ["chat", str(run_dir / "export-genai"), "--max-new-tokens", "4"],
+                              input="Who is the president ?\nWhere is Rome ?\n\n")
+    assert chat.exit_code == 0, chat.output
+    assert chat.output.count("> ") == 3  # two questions answered, then the empty line ends it
+    refused = CliRunner().invoke(cli, ["generate", str(run_dir / "data"), "hi"])
+    assert refused.exit_code == 2 and "is a 'data' artifact; expected 'import' or 'merge'" in refused.output

@@ -1,0 +1,97 @@
+"""Bundles for the device: what they hold, the torch-free runtime, and refusals."""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from edgeft import EdgeftError
+from edgeft.artifacts import read_manifest
+from edgeft.cli import cli
+from edgeft.package import package
+
+
+@pytest.fixture(scope="module")
+def cls_bundle(cls_run, tmp_path_factory):
+    run_dir, recipe, _ = cls_run
+    out = tmp_path_factory.mktemp("bundle") / "sms"
+    package(recipe, run_dir / "quantize/int8-dynamic", out, bench_dir=run_dir / "bench", zip_bundle=True)
+    return out
+
+
+def test_bundle_holds_the_runtime_files_hashes_recipe_and_measurements(cls_bundle, cls_run):
+    run_dir, recipe, report = cls_run
+    manifest = read_manifest(cls_bundle, stage="package")
+    assert set(manifest["files"]) == {"model.onnx", "tokenizer.json", "labels.json", "recipe.yaml", "README.md"}
+    measured = next(v for v in report["variants"] if v["name"] == "int8-dynamic")
+    assert manifest["metrics"]["quality"] == measured["metrics"]
+    assert manifest["metrics"]["latency"][0]["p50"] == measured["latency_ms"][0]["p50"]
+    assert manifest["metrics"]["size_bytes"] == measured["size_bytes"]
+    assert manifest["config"]["recipe"]["name"] == recipe.name and manifest["variant"] == "int8-dynamic"
+    readme = (cls_bundle / "README.md").read_text()
+    assert "from edgeft.runtime import load" in readme and f"{measured['metrics']['accuracy']:.4f}" in readme
+    assert (cls_bundle.parent / "sms.zip").stat().st_size > 1000
+
+
+def test_predicting_from_a_bundle_imports_neither_torch_nor_transformers(cls_bundle):
+    code = ("import sys; from edgeft.runtime import load; m = load(sys.argv[1]); "
+            "print(m.predict(['WINNER!! claim your free prize now', 'see you at lunch'])); "
+            "print(sorted(k for k in ('torch', 'transformers', 'optimum') if k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(cls_bundle)], capture_output=True, text=True, check=True)
+    predictions, heavy = out.stdout.strip().splitlines()
+    assert heavy == "[]"
+    assert predictions.count("'ham'") + predictions.count("'spam'") == 2
+
+
+def test_predict_command_reads_arguments_and_stdin(cls_bundle):
+    result = CliRunner().invoke(cli, ["predict", str(cls_bundle), "Call now to win £1000", "--json"])
+    assert result.exit_code == 0
+    row = json.loads(result.output)
+    assert row["label"] in ("ham", "spam") and 0.5 <= row["probability"] <= 1
+    piped = CliRunner().invoke(cli, ["predict", str(cls_bundle)], input="ok see you\nFREE entry txt WIN\n")
+    assert piped.exit_code == 0 and len(piped.output.strip().splitlines()) == 2
+
+
+def test_tampered_missing_and_wrong_kind_bundles_are_refused(cls_bundle, tmp_path):
+    from edgeft.runtime import Classifier, load
+
+    tampered = shutil.copytree(cls_bundle, tmp_path / "tampered")
+    with open(tampered / "labels.json", "w") as f:
+        f.write('{"labels": ["spam", "ham"]}\n')  # swapped labels: the kind of change that must not pass
+    with pytest.raises(EdgeftError, match=r"tampered/labels.json is damaged"):
+        load(tampered)
+    missing = shutil.copytree(cls_bundle, tmp_path / "missing")
+    (missing / "tokenizer.json").unlink()
+    with pytest.raises(EdgeftError, match=r"missing/tokenizer.json is missing"):
+        load(missing)
+    result = CliRunner().invoke(cli, ["predict", str(tampered), "hello"])
+    assert result.exit_code == 2 and "labels.json is damaged" in result.output
+    # a classifier is not a chat model, and a data folder is not a bundle
+    chat = CliRunner().invoke(cli, ["chat", str(cls_bundle)], input="hi\n")
+    assert chat.exit_code == 2 and "holds a 'classification' model" in chat.output
+    with pytest.raises(EdgeftError, match="has no manifest.json: it is not an edgeft artifact"):
+        load(cls_bundle.parent)  # the folder around the bundle
+    with pytest.raises(EdgeftError, match="package an exported or quantized variant"):
+        package(None, cls_bundle, tmp_path / "again")
+
+
+def test_generation_bundle_streams_through_the_runtime(gen_run, tmp_path):
+    from edgeft.runtime import load
+
+    run_dir, recipe, _ = gen_run
+    bundle = tmp_path / "gen"
+    package(recipe, run_dir / "quantize/int4", bundle, bench_dir=run_dir / "bench")
+    manifest = read_manifest(bundle, stage="package")
+    assert {"model.onnx", "model.onnx.data", "model.prefill.onnx", "generation.json", "tokenizer.json"} <= set(manifest["files"])
+    assert manifest["metrics"]["latency"][0]["decode_tokens_per_s"]["median"] > 0
+    code = ("import sys; from edgeft.runtime import load; g = load(sys.argv[1]); "
+            "print(repr(''.join(g.stream('Who wrote Hamlet ?', max_new_tokens=4)))); "
+            "print(sorted(k for k in ('torch', 'transformers') if k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(bundle)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    generator = load(bundle)
+    assert list(generator.generate_ids(generator.encode_chat([{"role": "user", "content": "Hi"}]), 3, stop=False))
+    wrong = CliRunner().invoke(cli, ["predict", str(bundle), "hello"])
+    assert wrong.exit_code == 2 and "holds a 'generation' model, not a classifier" in wrong.output
