@@ -123,3 +123,13 @@ def generation_recipe(base: Path, **sections) -> dict:
     for section, values in sections.items():
         recipe.setdefault(section, {}).update(values)
     return recipe
+
+
+@pytest.fixture(scope="session")
+def gen_run(tiny_llama, tmp_path_factory):
+    """The whole generative pipeline on the tiny llama, run once for the tests that read its outputs."""
+    from edgeft.pipeline import run_pipeline
+
+    run_dir = tmp_path_factory.mktemp("gen-run")
+    recipe = recipe_from_dict(generation_recipe(tiny_llama))
+    return run_dir, recipe, run_pipeline(recipe, run_dir, progress=False)

@@ -75,15 +75,6 @@ def test_labelled_rows_become_chats_and_only_answer_tokens_are_scored(tmp_path, 
     assert float(nll_packed) == pytest.approx(float(nll_plain), rel=1e-4)
 
 
-@pytest.fixture(scope="module")
-def gen_run(tiny_llama, tmp_path_factory):
-    from edgeft.pipeline import run_pipeline
-
-    run_dir = tmp_path_factory.mktemp("gen-run")
-    recipe = recipe_from_dict(generation_recipe(tiny_llama))
-    return run_dir, recipe, run_pipeline(recipe, run_dir, progress=False)
-
-
 def test_both_export_backends_pass_parity_with_identical_greedy_tokens(gen_run):
     run_dir, recipe, _ = gen_run
     for backend in ("optimum", "genai"):

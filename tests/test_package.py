@@ -73,7 +73,7 @@ def test_tampered_missing_and_wrong_kind_bundles_are_refused(cls_bundle, tmp_pat
     assert chat.exit_code == 2 and "holds a 'classification' model" in chat.output
     with pytest.raises(EdgeftError, match="has no manifest.json: it is not an edgeft artifact"):
         load(cls_bundle.parent)  # the folder around the bundle
-    with pytest.raises(EdgeftError, match="package an exported or quantized variant"):
+    with pytest.raises(EdgeftError, match="is a 'package' artifact; expected 'export' or 'quantize'"):
         package(None, cls_bundle, tmp_path / "again")
 
 

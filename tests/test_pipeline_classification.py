@@ -82,10 +82,10 @@ def test_rerun_skips_up_to_date_stages(cls_run, capsys):
     from edgeft.pipeline import run_pipeline
 
     run_dir, recipe, _ = cls_run
-    before = {p: (run_dir / p / "manifest.json").read_text() for p in ("tune", "merge", "export-optimum", "bench")}
+    before = {p: (run_dir / p / "manifest.json").read_text() for p in ("tune", "merge", "export-optimum", "bench", "package")}
     run_pipeline(recipe, run_dir, progress=False)
     err = capsys.readouterr().err
-    assert err.count("up to date, skipped") == 6  # data, tune, merge, export, quantize, bench
+    assert err.count("up to date, skipped") == 7  # data, tune, merge, export, quantize, bench, package
     assert before == {p: (run_dir / p / "manifest.json").read_text() for p in before}
 
 
