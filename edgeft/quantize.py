@@ -193,7 +193,10 @@ def quantize_variant(recipe: Recipe, export_dir: Path, variant: VariantSection, 
         check_loads(tmp)
         shutil.copy(Path(export_dir) / "labels.json", tmp / "labels.json")
         rows = load_split(find_in_lineage(exported, "data"), "validation")
-        drift = compare_with_fp32(task, Path(export_dir), tmp, rows)
+        try:
+            drift = compare_with_fp32(task, Path(export_dir), tmp, rows)
+        except Exception as e:  # onnxruntime's own errors: a graph that loads but cannot run
+            raise EdgeftError(f"variant '{variant.name}' fails on a validation input: {e}") from None
         if drift["agreement"] < 0.5:
             print(f"warning: variant '{variant.name}' agrees with the fp32 model on only {drift['agreement']:.0%} "
                   f"of {drift['compared']} validation predictions: it is likely broken", file=sys.stderr)

@@ -51,10 +51,15 @@ class LoraSection(Section):
 
 class TuneSection(Section):
     method: Literal["lora", "qlora"] = "qlora"
+    qlora_mode: Literal["auto", "plain", "dequantized", "4bit"] = Field(
+        "auto", description="how the NF4 base is held (see edgeft/qlora.py); auto picks from model size and free memory")
+    gradient_checkpointing: Union[Literal["auto"], bool, int] = Field(
+        "auto", description="true, false, or how many layers to checkpoint; auto: all on CUDA, none on CPU")
     lora: LoraSection = LoraSection()
     epochs: float = Field(2, gt=0)
     max_steps: Optional[int] = Field(None, gt=0, description="stop after this many optimizer steps")
-    batch_size: int = Field(32, gt=0)
+    batch_size: Union[int, Literal["auto"]] = Field(32, description="examples (or packed rows) per step; auto: the "
+                                                                   "largest power of two that fits (CUDA)")
     gradient_accumulation: int = Field(1, gt=0)
     learning_rate: float = Field(5e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -64,6 +69,17 @@ class TuneSection(Section):
     checkpoint_every: int = Field(50, gt=0, description="optimizer steps between resume checkpoints")
     eval_batch_size: int = Field(64, gt=0)
     threads: Optional[int] = Field(None, gt=0, description="CPU threads for torch (default: all cores)")
+
+    @model_validator(mode="after")
+    def _check_batch(self):
+        _positive_or_auto(self.batch_size)
+        return self
+
+
+def _positive_or_auto(value):
+    if value != "auto" and (not isinstance(value, int) or value <= 0):
+        raise ValueError("must be a positive integer or 'auto'")
+    return value
 
 
 class MergeSection(Section):

@@ -50,23 +50,36 @@ def quantization_config(method: str, on_cuda: bool):
 
 
 def build_model(base: Path, recipe: Recipe, labels: list[str], device):
-    """Base model (4-bit NF4 for QLoRA) wrapped with a fresh LoRA adapter."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    """Base model (for QLoRA: NF4, held as the chosen mode) wrapped with a fresh LoRA adapter.
+    Returns the model and what was chosen, with the reason."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from edgeft.qlora import choose_mode, count_parameters, fused_cross_entropy, prepare_base, set_checkpointing
 
     cfg = recipe.tune
-    qconfig = quantization_config(cfg.method, device.type == "cuda")
-    device_map = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
-    model = load_model(base, recipe.task, labels, quantization_config=qconfig,
-                       device_map=device_map if qconfig else None)
-    if qconfig is not None:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    on_cuda = device.type == "cuda"
+    checkpointing = on_cuda if cfg.gradient_checkpointing == "auto" else cfg.gradient_checkpointing
+    if cfg.method == "qlora":
+        mode, reason = choose_mode(cfg.qlora_mode, count_parameters(base), device.type)
+        model = load_model(base, recipe.task, labels, quantization_config=quantization_config("qlora", on_cuda),
+                           device_map={"": device.index or 0} if on_cuda else {"": "cpu"})
+        info = prepare_base(model, mode, device.type, checkpointing)
+    else:
+        reason = "lora on a 16-bit base" if on_cuda else "lora on an fp32 base"
+        model = load_model(base, recipe.task, labels, dtype=torch.bfloat16 if on_cuda else torch.float32)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        info = {"mode": "lora", "checkpointed_layers": set_checkpointing(model, checkpointing)}
+    info["fused_cross_entropy"] = recipe.task == "generation" and fused_cross_entropy(model)
+    info["reason"] = reason
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                       target_modules=cfg.lora.target_modules,
                       task_type="SEQ_CLS" if recipe.task == "classification" else "CAUSAL_LM")
-    return get_peft_model(model, lora)
+    return get_peft_model(model, lora), info
 
 
 def make_optimizer(model, cfg, on_cuda: bool):
+    """Paged 8-bit AdamW for QLoRA on CUDA (bitsandbytes), AdamW otherwise."""
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -76,10 +89,20 @@ def make_optimizer(model, cfg, on_cuda: bool):
     return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
 
 
-def batch_loss(model, batch: dict):
-    """Mean loss of a batch and the number of tokens (or examples) it covers."""
+def batch_loss(model, batch: dict, fused: bool = False):
+    """Mean loss of a batch and the number of tokens (or examples) it covers.
+
+    Chats: the loss of the answer tokens only. With fused cross-entropy (liger-kernel on CUDA) the
+    model computes it from `labels` without materialising logits; otherwise only the positions
+    that predict answer tokens go through the LM head.
+    """
     if "labels" in batch:
         return model(**batch).loss, batch["labels"].shape[0]
+    if fused:
+        labels = batch["input_ids"].masked_fill(~batch["answer_mask"], -100)
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    position_ids=batch["position_ids"], labels=labels, use_cache=False)
+        return out.loss, int(batch["answer_mask"].sum())
     from edgeft.batches import answer_nll
 
     nll, count = answer_nll(model, batch)
@@ -173,8 +196,10 @@ def tune(recipe: Recipe, data_dir: Path, out: Path, *, base_dir: Path | None = N
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation,
-                              mixed_precision="bf16" if torch.cuda.is_available() else "no")
+    on_cuda = torch.cuda.is_available()
+    # cpu=True lets `torchrun`/`accelerate launch` run data-parallel on CPUs (gloo) where no GPU is
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation, cpu=not on_cuda,
+                              mixed_precision="bf16" if on_cuda else "no")
     set_seed(recipe.seed)
     labels_info = load_labels(data_dir)
     labels = labels_info["labels"]
@@ -187,13 +212,16 @@ def tune(recipe: Recipe, data_dir: Path, out: Path, *, base_dir: Path | None = N
     if len(train) == 0:
         raise EdgeftError(f"{data_dir}/train.jsonl is empty")
 
-    model = build_model(base, recipe, labels, accelerator.device)
+    model, mode = build_model(base, recipe, labels, accelerator.device)
+    if accelerator.is_main_process:
+        print(f"tune: {mode['reason']}", file=sys.stderr)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     optimizer = make_optimizer(model, cfg, accelerator.device.type == "cuda")
+    batch_size = pick_batch_size(cfg.batch_size, model, train, accelerator, mode["fused_cross_entropy"])
 
     # every rank builds the same batch order and takes its share of it
     world, rank = accelerator.num_processes, accelerator.process_index
-    per_epoch = len(epoch_batches(train, cfg.batch_size, recipe.seed, world)) // world
+    per_epoch = len(epoch_batches(train, batch_size, recipe.seed, world)) // world
     steps_per_epoch = max(1, per_epoch // cfg.gradient_accumulation)
     total_steps = cfg.max_steps or math.ceil(steps_per_epoch * cfg.epochs)
     scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
@@ -219,12 +247,12 @@ def tune(recipe: Recipe, data_dir: Path, out: Path, *, base_dir: Path | None = N
     model.train()
     started = time.perf_counter()
     while state["step"] < total_steps:
-        batches = epoch_batches(train, cfg.batch_size, recipe.seed + state["epoch"], world)[rank::world]
+        batches = epoch_batches(train, batch_size, recipe.seed + state["epoch"], world)[rank::world]
         for position in range(state["batch_in_epoch"], len(batches)):
             batch = {k: (v.to(accelerator.device) if hasattr(v, "to") else v)
                      for k, v in train.batch(batches[position]).items()}
             with accelerator.accumulate(model):
-                loss, _ = batch_loss(model, batch)
+                loss, _ = batch_loss(model, batch, mode["fused_cross_entropy"])
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -238,6 +266,7 @@ def tune(recipe: Recipe, data_dir: Path, out: Path, *, base_dir: Path | None = N
             scheduler.step()
             state["step"] += 1
             state["last_loss"] = loss.item()
+            state.setdefault("losses", []).append(round(state["last_loss"], 6))
             bar.update(1)
             bar.set_postfix(loss=f"{state['last_loss']:.4f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
             if state["step"] >= total_steps:
@@ -268,6 +297,7 @@ def tune(recipe: Recipe, data_dir: Path, out: Path, *, base_dir: Path | None = N
         accelerator.wait_for_everyone()
         started = time.perf_counter()
     bar.close()
+    ranks = rank_checksums(accelerator, accelerator.unwrap_model(model))
     if not main:
         return {}
 
@@ -280,12 +310,61 @@ def tune(recipe: Recipe, data_dir: Path, out: Path, *, base_dir: Path | None = N
         (tmp / "labels.json").write_text(json.dumps(labels_info, indent=2) + "\n")
         seconds = state["train_seconds"]
         metrics = {"best_validation": state["best"], "history": state["history"], "steps": state["step"],
+                   "loss_curve": state.get("losses", []),
                    "train_seconds": round(seconds, 1),
                    "train_tokens_per_s": round(state["tokens"] / max(seconds, 1e-9), 1),
-                   "trainable_params": trainable, "processes": world, "device": accelerator.device.type}
+                   "trainable_params": trainable, "processes": world, "device": accelerator.device.type,
+                   "mode": mode, "batch_size": batch_size, "rank_adapter_sha256": ranks,
+                   "ranks_identical": len(set(ranks)) == 1}
         manifest = write_manifest(tmp, stage="tune", task=recipe.task, inputs=inputs, config=config,
                                   metrics=metrics, base_model=str(base.resolve()), labels=labels)
     return manifest
+
+
+def rank_checksums(accelerator, model) -> list[str]:
+    """sha256 of the adapter weights on every rank: data-parallel training must leave them identical."""
+    import hashlib
+    import torch
+    from peft import get_peft_model_state_dict
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(get_peft_model_state_dict(model).items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    if accelerator.num_processes == 1:
+        return [digest.hexdigest()]
+    gathered = [None] * accelerator.num_processes
+    torch.distributed.all_gather_object(gathered, digest.hexdigest())
+    return gathered
+
+
+def pick_batch_size(requested, model, train: Examples, accelerator, fused: bool) -> int:
+    """The recipe's batch size, or with `auto` on CUDA the largest power of two (up to 64) whose
+    step on the longest examples fits in memory."""
+    if requested != "auto":
+        return requested
+    if accelerator.device.type != "cuda":
+        print("tune: batch_size auto needs CUDA; using 16 on CPU", file=sys.stderr)
+        return 16
+    import torch
+    from accelerate.utils import find_executable_batch_size
+
+    longest = sorted(range(len(train)), key=lambda i: -train.lengths[i])
+
+    @find_executable_batch_size(starting_batch_size=64)
+    def probe(batch_size):
+        batch = {k: (v.to(accelerator.device) if hasattr(v, "to") else v)
+                 for k, v in train.batch(longest[:batch_size] if not train.packing else
+                                         train.batches(batch_size, 0)[0]).items()}
+        loss, _ = batch_loss(model, batch, fused)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        return batch_size
+
+    chosen = probe()
+    print(f"tune: batch_size auto: {chosen} fits", file=sys.stderr)
+    return chosen
 
 
 def save_adapter(model, folder: Path) -> None:

@@ -1,0 +1,162 @@
+"""QLoRA training throughput and peak memory: the plain peft + bitsandbytes recipe against edgeft's
+tune modes, on realistic shapes built from configs (random weights: speed does not depend on them).
+
+    python bench/tune_throughput.py            # GPU: Qwen2.5-0.5B and Llama-3.2-1B shapes, batch 8 x 1024
+                                               # CPU: the SmolLM2-135M shape, batch 2 x 256
+    SHAPES=qwen2.5-0.5b MODES=plain,dequantized python bench/tune_throughput.py
+
+Every (shape, mode) runs in a fresh process, from the same NF4 weights (quantized once from the
+same random init), on the same token batches with the same seed: tokens/s after warm-up, peak
+memory (GPU: torch.cuda.max_memory_allocated; CPU: the process's VmHWM), and the loss of every
+step, which must match the plain recipe's. Writes bench/results/tune_throughput_<device>.json.
+
+plain: NF4 + prepare_model_for_kbit_training (fp32 upcasts) + gradient checkpointing (GPU) +
+sdpa + paged 8-bit AdamW (GPU). edgeft modes: see edgeft/qlora.py (dequantized: NF4 weights
+dequantized once to bf16; 4bit: weights stay NF4; both without the fp32 upcasts, with fused
+linear cross-entropy where liger-kernel is installed, reentrant checkpointing on GPU).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def shapes():
+    from transformers import LlamaConfig, Qwen2Config
+
+    return {
+        "qwen2.5-0.5b": lambda: Qwen2Config(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                                            num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
+                                            tie_word_embeddings=True, max_position_embeddings=4096),
+        "llama3.2-1b": lambda: LlamaConfig(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                                           num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                                           tie_word_embeddings=True, max_position_embeddings=4096),
+        "smollm2-135m": lambda: LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                                            num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
+                                            tie_word_embeddings=True, max_position_embeddings=2048),
+    }
+
+
+def peak_memory(device: str) -> float:
+    import torch
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**30
+    from edgeft.runners import peak_rss_bytes
+    return peak_rss_bytes() / 2**30
+
+
+def run_one(shape: str, mode: str, folder: str, batch: int, seq: int, steps: int, warmup: int) -> dict:
+    """One measurement, in this (fresh) process."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from edgeft.qlora import fused_cross_entropy, prepare_base
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    compute = torch.bfloat16 if device == "cuda" else torch.float32
+    qconfig = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                 bnb_4bit_compute_dtype=compute)
+    model = AutoModelForCausalLM.from_pretrained(folder, quantization_config=qconfig, dtype=compute,
+                                                 attn_implementation="sdpa",
+                                                 device_map={"": 0} if device == "cuda" else {"": "cpu"})
+    checkpointing = device == "cuda"
+    info = prepare_base(model, mode, device, checkpointing)
+    fused = mode != "plain" and fused_cross_entropy(model)
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
+                                             task_type="CAUSAL_LM"))
+    params = [p for p in model.parameters() if p.requires_grad]
+    if device == "cuda":
+        import bitsandbytes as bnb
+        optimizer = bnb.optim.PagedAdamW8bit(params, lr=2e-4)
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        optimizer = torch.optim.AdamW(params, lr=2e-4)
+    generator = torch.Generator().manual_seed(1)
+    vocab = model.config.vocab_size
+    batches = [torch.randint(0, vocab, (batch, seq), generator=generator) for _ in range(4)]
+    torch.manual_seed(0)
+    model.train()
+    losses, start = [], None
+    for i in range(warmup + steps):
+        if i == warmup:
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+        ids = batches[i % len(batches)].to(device)
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+    if device == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return {"shape": shape, "mode": mode, "device": device, "batch": batch, "seq": seq, "steps": steps,
+            "tokens_per_s": steps * batch * seq / seconds, "step_s": seconds / steps, "peak_gib": peak_memory(device),
+            "losses": losses, "fused_cross_entropy": fused, "checkpointing": checkpointing, **info,
+            "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None}
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--one":
+        print(json.dumps(run_one(*sys.argv[2:5], *map(int, sys.argv[5:9]))))
+        return
+    import torch
+    from edgeft.artifacts import library_versions, machine_info
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    plan_shapes = os.environ.get("SHAPES", "qwen2.5-0.5b,llama3.2-1b" if device == "cuda" else "smollm2-135m").split(",")
+    modes = os.environ.get("MODES", "plain,dequantized,4bit").split(",")
+    batch, seq, steps, warmup = (8, 1024, 8, 3) if device == "cuda" else (2, 256, 4, 1)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for shape in plan_shapes:
+            folder = Path(tmp) / shape
+            torch.manual_seed(0)
+            from transformers import AutoModelForCausalLM
+            AutoModelForCausalLM.from_config(shapes()[shape](), dtype=torch.bfloat16).save_pretrained(folder)
+            for mode in modes:
+                done = subprocess.run([sys.executable, __file__, "--one", shape, mode, str(folder), str(batch), str(seq),
+                                       str(steps), str(warmup)], capture_output=True, text=True)
+                if done.returncode != 0:
+                    results.append({"shape": shape, "mode": mode, "error": done.stderr.strip().splitlines()[-1][:300]})
+                else:
+                    results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+                print(json.dumps({k: v for k, v in results[-1].items() if k != "losses"}), flush=True)
+    ratios = {}
+    for shape in plan_shapes:
+        plain = next((r for r in results if r["shape"] == shape and r["mode"] == "plain" and "error" not in r), None)
+        for r in results:
+            if r["shape"] != shape or "error" in r or plain is None or r is plain:
+                continue
+            drift = max(abs(a - b) / abs(a) for a, b in zip(plain["losses"], r["losses"]))
+            ratios[f"{shape}/{r['mode']}"] = {"speedup": r["tokens_per_s"] / plain["tokens_per_s"],
+                                              "memory_fraction": r["peak_gib"] / plain["peak_gib"],
+                                              "max_relative_loss_difference": drift}
+    print(f"\n{'shape':14} {'mode':12} {'tok/s':>9} {'peak GiB':>9} {'vs plain':>22}")
+    for r in results:
+        if "error" in r:
+            print(f"{r['shape']:14} {r['mode']:12} ERROR {r['error']}")
+            continue
+        ratio = ratios.get(f"{r['shape']}/{r['mode']}")
+        rel = (f"{ratio['speedup']:.2f}x, {100 * ratio['memory_fraction']:.0f}% mem, loss diff "
+               f"{ratio['max_relative_loss_difference']:.1e}") if ratio else "baseline"
+        print(f"{r['shape']:14} {r['mode']:12} {r['tokens_per_s']:9.0f} {r['peak_gib']:9.2f}   {rel}")
+    out = {"benchmark": "tune_throughput", "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
+           "device": device, "batch": batch, "seq": seq, "steps": steps, "warmup": warmup,
+           "machine": machine_info(), "versions": library_versions(), "results": results, "ratios": ratios}
+    path = ROOT / "bench" / "results" / f"tune_throughput_{device}.json"
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
