@@ -58,6 +58,7 @@ def run_one(shape: str, mode: str, folder: str, batch: int, seq: int, steps: int
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
     from edgeft.qlora import fused_cross_entropy, prepare_base
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -110,6 +111,7 @@ def main() -> None:
         print(json.dumps(run_one(*sys.argv[2:5], *map(int, sys.argv[5:9]))))
         return
     import torch
+
     from edgeft.artifacts import library_versions, machine_info
 
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -138,6 +138,11 @@ def answer_scores(model, batch: dict):
     return nll.tolist(), exact.tolist()
 
 
+def to_device(batch: dict, device) -> dict:
+    """Tensors of a batch moved to `device`; other entries (counts) kept as they are."""
+    return {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
+
+
 def classification_batch(tokenizer, texts: list[str], max_length: int) -> dict:
     return dict(tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
 
@@ -204,8 +209,7 @@ def collect_logits(model, examples: Examples, batch_size: int, limit: int | None
     chunks = []
     with torch.no_grad():
         for start in range(0, n, batch_size):
-            batch = {k: (v.to(model.device) if hasattr(v, "to") else v)
-                     for k, v in examples.batch(list(range(start, min(n, start + batch_size)))).items()}
+            batch = to_device(examples.batch(list(range(start, min(n, start + batch_size)))), model.device)
             if examples.task == "classification":
                 batch.pop("labels", None)
                 chunks.append(model(**batch).logits.float().cpu())

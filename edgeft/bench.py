@@ -17,8 +17,17 @@ from pathlib import Path
 import numpy as np
 
 from edgeft import EdgeftError
-from edgeft.artifacts import (MANIFEST, find_in_lineage, input_ref, is_up_to_date, library_versions, machine_info, read_manifest,
-                              stage_output, write_manifest)
+from edgeft.artifacts import (
+    MANIFEST,
+    find_in_lineage,
+    input_ref,
+    is_up_to_date,
+    library_versions,
+    machine_info,
+    read_manifest,
+    stage_output,
+    write_manifest,
+)
 from edgeft.data import load_labels, load_split
 from edgeft.recipe import Recipe
 
@@ -75,6 +84,7 @@ def percentiles_ms(seconds: list[float]) -> dict:
 
 def bench(recipe: Recipe, folders: list[Path], out: Path, *, force: bool = True, progress: bool = True) -> dict:
     from tqdm.auto import tqdm
+
     from edgeft.metrics import classification_metrics
     from edgeft.report import write_reports
     from edgeft.runners import WorkerPool

@@ -192,6 +192,7 @@ def render(report: dict, folder: Path, fmt: str) -> str:
 def report(bench_dir, fmt):
     """Print the report of a finished bench (BENCH_DIR) as a table, JSON, CSV or Markdown."""
     import json
+
     from edgeft.artifacts import read_manifest
 
     read_manifest(bench_dir, stage="bench", what="bench folder")
@@ -308,6 +309,7 @@ def predict(bundle, texts, threads, as_json):
     """
     import json
     import sys
+
     from edgeft.artifacts import read_manifest
     from edgeft.runtime import Classifier
 

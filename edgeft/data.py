@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeft import EdgeftError
-from edgeft.artifacts import up_to_date, is_up_to_date, sha256_file, stage_output, write_manifest
+from edgeft.artifacts import is_up_to_date, sha256_file, stage_output, up_to_date, write_manifest
 from edgeft.models import package_dir
 from edgeft.recipe import DataSection, Recipe
 

@@ -201,6 +201,7 @@ class TorchGenerator:
 
     def __init__(self, folder: Path, threads: int):
         import torch
+
         from edgeft.models import load_model, load_tokenizer
 
         torch.set_num_threads(threads)
@@ -340,8 +341,16 @@ def bytes_per_token(folder: Path, fmt: str, context: int) -> int:
 # --- the generation benchmark -------------------------------------------------------------------
 def bench_generation(recipe, variants: list, out: Path, *, force: bool = True, progress: bool = True) -> dict:
     from tqdm.auto import tqdm
-    from edgeft.artifacts import (find_in_lineage, input_ref, is_up_to_date, library_versions, machine_info,
-                                  read_manifest, stage_output, write_manifest)
+
+    from edgeft.artifacts import (
+        find_in_lineage,
+        input_ref,
+        is_up_to_date,
+        library_versions,
+        machine_info,
+        stage_output,
+        write_manifest,
+    )
     from edgeft.batches import encode_chat
     from edgeft.bench import model_bytes, percentiles_ms, spread
     from edgeft.data import load_split
@@ -484,6 +493,7 @@ class TorchChat:
 
     def __init__(self, folder: Path, threads: int | None = None):
         import torch
+
         from edgeft.models import load_model, load_tokenizer
 
         if threads:
@@ -493,6 +503,7 @@ class TorchChat:
 
     def stream(self, messages: list[dict], max_new_tokens: int | None = None):
         import threading
+
         from transformers import TextIteratorStreamer
 
         if isinstance(messages, str):

@@ -9,7 +9,15 @@ import shutil
 from pathlib import Path
 
 from edgeft import EdgeftError
-from edgeft.artifacts import up_to_date, find_in_lineage, input_ref, is_up_to_date, read_manifest, stage_output, write_manifest
+from edgeft.artifacts import (
+    find_in_lineage,
+    input_ref,
+    is_up_to_date,
+    read_manifest,
+    stage_output,
+    up_to_date,
+    write_manifest,
+)
 from edgeft.data import load_split
 from edgeft.recipe import Recipe
 
@@ -25,6 +33,7 @@ def export_config(recipe: Recipe, backend: str) -> dict:
 def finish_decoder_export(merge_dir: Path, folder: Path, backend: str, data_dir: Path) -> None:
     """Last-token logits (the genai builder does this itself) and the runtime's chat settings."""
     from transformers import AutoConfig
+
     from edgeft.decoder import prune_lm_head, write_generation_settings
     from edgeft.models import load_tokenizer
 
@@ -34,6 +43,24 @@ def finish_decoder_export(merge_dir: Path, folder: Path, backend: str, data_dir:
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     system_prompt = read_manifest(data_dir, verify=False)["config"].get("system_prompt")
     write_generation_settings(load_tokenizer(merge_dir, "generation"), folder, config, system_prompt, head_dim)
+
+
+def classification_parity(torch_dir: Path, onnx_dir: Path, rows: list[dict], labels: list[str]) -> dict:
+    """PyTorch and ONNX logits on the same real texts, tokenized as the device runtime does."""
+    import numpy as np
+    import torch
+
+    from edgeft.models import load_model
+    from edgeft.runtime import Classifier
+
+    classifier = Classifier(onnx_dir, verify=False)
+    encoded = classifier.encode([r["text"] for r in rows])
+    model = load_model(torch_dir, "classification", labels).eval()
+    with torch.no_grad():
+        reference = model(**{k: torch.from_numpy(v) for k, v in encoded.items()}).logits.numpy()
+    logits = classifier.logits(encoded)
+    return {"max_abs_logit_diff": float(np.abs(reference - logits).max()), "compared": len(rows),
+            "agreement": float((reference.argmax(-1) == logits.argmax(-1)).mean())}
 
 
 def export(recipe: Recipe, merge_dir: Path, out: Path, *, backend: str = "optimum", force: bool = True) -> dict:
@@ -61,7 +88,6 @@ def export(recipe: Recipe, merge_dir: Path, out: Path, *, backend: str = "optimu
         if task == "generation":
             finish_decoder_export(Path(merge_dir), tmp, backend, data_dir)
         if task == "classification":
-            from edgeft.parity import classification_parity
             parity = classification_parity(Path(merge_dir), tmp, rows, merged.get("labels", []))
         else:
             from edgeft.decoder import generation_parity

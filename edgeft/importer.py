@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeft import EdgeftError
-from edgeft.artifacts import input_ref, is_up_to_date, sha256_file, stage_output, up_to_date, write_manifest
+from edgeft.artifacts import is_up_to_date, sha256_file, stage_output, up_to_date, write_manifest
 
 GGUF_MAGIC = b"GGUF"
 

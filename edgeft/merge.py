@@ -6,17 +6,23 @@ with what was trained (the NF4 base + adapter). Below `merge.min_agreement` it r
 """
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from edgeft import EdgeftError
-from edgeft.artifacts import up_to_date, input_ref, is_up_to_date, lineage_input, read_manifest, stage_output, write_manifest
+from edgeft.artifacts import (
+    input_ref,
+    is_up_to_date,
+    lineage_input,
+    read_manifest,
+    stage_output,
+    up_to_date,
+    write_manifest,
+)
 from edgeft.batches import Examples, collect_logits
 from edgeft.data import load_split
 from edgeft.models import load_model, load_tokenizer
 from edgeft.recipe import Recipe
-
 
 GATE_NAMES = {"vs_adapter_fp32": "the adapter on the fp32 base",
               "vs_trained_nf4": "what was trained (NF4 base + adapter)"}

@@ -44,6 +44,7 @@ def free_memory(device_type: str) -> int:
 def count_parameters(base_dir) -> int:
     """Parameters of a Hugging Face folder, from its safetensors headers (nothing is loaded)."""
     from pathlib import Path
+
     from safetensors import safe_open
 
     total = 0

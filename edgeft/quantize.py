@@ -14,7 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from edgeft import EdgeftError
-from edgeft.artifacts import up_to_date, find_in_lineage, input_ref, is_up_to_date, read_manifest, stage_output, write_manifest
+from edgeft.artifacts import (
+    find_in_lineage,
+    input_ref,
+    is_up_to_date,
+    read_manifest,
+    stage_output,
+    up_to_date,
+    write_manifest,
+)
 from edgeft.data import load_split
 from edgeft.recipe import Recipe, VariantSection
 
@@ -32,15 +40,19 @@ def copy_sidecar_files(src: Path, dst: Path) -> None:
 def calibration_reader(model_path: Path, rows: list[dict], tokenizer, max_length: int):
     """Static calibration batches, padded to one length (percentile/entropy fail on ragged inputs)."""
     from onnxruntime.quantization import CalibrationDataReader
-    from edgeft.parity import ort_session, session_feed
 
-    session = ort_session(model_path)
+    from edgeft.runtime import session
+
+    names = {i.name for i in session(model_path).get_inputs()}
+
+    def feed(encoded: dict) -> dict:
+        return {k: v.astype(np.int64) for k, v in encoded.items() if k in names}
 
     class Reader(CalibrationDataReader):
         def __init__(self):
             enc = tokenizer([r["text"] for r in rows], padding="max_length", truncation=True,
                             max_length=max_length, return_tensors="np")
-            self.feeds = iter([session_feed(session, {k: v[i:i + 1] for k, v in enc.items()})
+            self.feeds = iter([feed({k: v[i:i + 1] for k, v in enc.items()})
                                for i in range(len(rows))])
 
         def get_next(self):

@@ -46,8 +46,10 @@ class OrtClassifier:
 class TorchClassifier:
     def __init__(self, folder: Path, threads: int, max_length: int):
         import json
+
         import torch
         from transformers import AutoTokenizer
+
         from edgeft.models import load_model
 
         torch.set_num_threads(threads)

@@ -14,9 +14,18 @@ import time
 from pathlib import Path
 
 from edgeft import EdgeftError
-from edgeft.artifacts import (up_to_date, folder_ref, input_ref, is_up_to_date, partial_path, read_manifest, sha256_json,
-                              stage_output, write_manifest)
-from edgeft.batches import Examples
+from edgeft.artifacts import (
+    folder_ref,
+    input_ref,
+    is_up_to_date,
+    partial_path,
+    read_manifest,
+    sha256_json,
+    stage_output,
+    up_to_date,
+    write_manifest,
+)
+from edgeft.batches import Examples, to_device
 from edgeft.data import load_labels, load_split
 from edgeft.models import is_gguf, load_model, load_tokenizer, resolve_model
 from edgeft.recipe import Recipe
@@ -54,6 +63,7 @@ def build_model(base: Path, recipe: Recipe, labels: list[str], device):
     Returns the model and what was chosen, with the reason."""
     import torch
     from peft import LoraConfig, get_peft_model
+
     from edgeft.qlora import choose_mode, count_parameters, fused_cross_entropy, prepare_base, set_checkpointing
 
     cfg = recipe.tune
@@ -112,6 +122,7 @@ def batch_loss(model, batch: dict, fused: bool = False):
 def evaluate(model, examples: Examples, batch_size: int, labels: list[str], positive: str | None) -> dict:
     """Validation loss, and accuracy / F1 for classification."""
     import torch
+
     from edgeft.batches import answer_nll
     from edgeft.metrics import classification_metrics
 
@@ -121,7 +132,7 @@ def evaluate(model, examples: Examples, batch_size: int, labels: list[str], posi
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            batch = {k: (v.to(model.device) if hasattr(v, "to") else v) for k, v in examples.batch(idx).items()}
+            batch = to_device(examples.batch(idx), model.device)
             if examples.task == "classification":
                 out = model(**batch)
                 total += float(out.loss) * len(idx)
@@ -249,8 +260,7 @@ def tune(recipe: Recipe, data_dir: Path, out: Path, *, base_dir: Path | None = N
     while state["step"] < total_steps:
         batches = epoch_batches(train, batch_size, recipe.seed + state["epoch"], world)[rank::world]
         for position in range(state["batch_in_epoch"], len(batches)):
-            batch = {k: (v.to(accelerator.device) if hasattr(v, "to") else v)
-                     for k, v in train.batch(batches[position]).items()}
+            batch = to_device(train.batch(batches[position]), accelerator.device)
             with accelerator.accumulate(model):
                 loss, _ = batch_loss(model, batch, mode["fused_cross_entropy"])
                 accelerator.backward(loss)
@@ -324,6 +334,7 @@ def tune(recipe: Recipe, data_dir: Path, out: Path, *, base_dir: Path | None = N
 def rank_checksums(accelerator, model) -> list[str]:
     """sha256 of the adapter weights on every rank: data-parallel training must leave them identical."""
     import hashlib
+
     import torch
     from peft import get_peft_model_state_dict
 
@@ -353,9 +364,8 @@ def pick_batch_size(requested, model, train: Examples, accelerator, fused: bool)
 
     @find_executable_batch_size(starting_batch_size=64)
     def probe(batch_size):
-        batch = {k: (v.to(accelerator.device) if hasattr(v, "to") else v)
-                 for k, v in train.batch(longest[:batch_size] if not train.packing else
-                                         train.batches(batch_size, 0)[0]).items()}
+        batch = to_device(train.batch(train.batches(batch_size, 0)[0] if train.packing else longest[:batch_size]),
+                          accelerator.device)
         loss, _ = batch_loss(model, batch, fused)
         loss.backward()
         model.zero_grad(set_to_none=True)

@@ -85,7 +85,8 @@ def smollm_base(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_llama(smollm_base, tmp_path_factory) -> Path:
-    """A 2-layer llama (hidden 64, head size 16 as GroupQueryAttention needs, tied embeddings) with SmolLM2's real tokenizer and chat template."""
+    """A 2-layer llama (hidden 64, head size 16 as GroupQueryAttention needs, tied embeddings) with
+    SmolLM2's real tokenizer and chat template."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 

@@ -1,8 +1,15 @@
 import pytest
 
 from edgeft import EdgeftError
-from edgeft.artifacts import (is_up_to_date, partial_path, read_manifest, stage_output, write_manifest,
-                              find_in_lineage, input_ref)
+from edgeft.artifacts import (
+    find_in_lineage,
+    input_ref,
+    is_up_to_date,
+    partial_path,
+    read_manifest,
+    stage_output,
+    write_manifest,
+)
 
 
 def make_artifact(folder, stage="export", content=b"weights", inputs=()):

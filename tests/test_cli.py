@@ -6,8 +6,8 @@ import time
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import classification_recipe, write_recipe
+
 from edgeft.cli import cli
 
 

@@ -2,11 +2,10 @@
 backends with parity, int4 variants, the generation benchmark, and the runtime."""
 import json
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import generation_recipe
+
 from edgeft import EdgeftError
 from edgeft.artifacts import read_manifest
 from edgeft.recipe import recipe_from_dict
@@ -32,6 +31,7 @@ def test_import_turns_the_smollm2_gguf_into_a_working_hf_folder(smollm_base):
 
 def test_import_refuses_files_that_are_not_loadable_gguf(tmp_path):
     import gguf
+
     from edgeft.importer import import_gguf
 
     text = tmp_path / "model.gguf"
@@ -50,6 +50,7 @@ def test_import_refuses_files_that_are_not_loadable_gguf(tmp_path):
 
 def test_labelled_rows_become_chats_and_only_answer_tokens_are_scored(tmp_path, tiny_llama):
     from transformers import AutoTokenizer
+
     from edgeft.batches import Examples, answer_nll, encode_chat
     from edgeft.data import load_split, prepare_data
     from edgeft.models import load_model
@@ -90,6 +91,7 @@ def test_both_export_backends_pass_parity_with_identical_greedy_tokens(gen_run):
 
 def test_int4_variants_hold_4_bit_weights_and_an_8_bit_head(gen_run):
     import onnx
+
     from edgeft.quantize import count_ops
 
     run_dir, _, _ = gen_run
@@ -135,6 +137,7 @@ def test_generation_report_rows_and_numbers(gen_run):
 
 def test_runtime_generator_matches_pytorch_greedy(gen_run):
     from transformers import AutoTokenizer
+
     from edgeft.decoder import torch_greedy
     from edgeft.models import load_model
     from edgeft.runtime import load

@@ -2,8 +2,8 @@
 import csv
 
 import pytest
-
 from conftest import classification_recipe
+
 from edgeft import EdgeftError
 from edgeft.data import prepare_data, read_rows
 from edgeft.merge import merge
@@ -17,6 +17,7 @@ def wide_weight_bert(tmp_path_factory):
     of an adapter trained on its 4-bit copy does not compute what was trained."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
+
     from edgeft.models import resolve_model
 
     folder = tmp_path_factory.mktemp("wide-bert")

@@ -55,7 +55,7 @@ def test_predict_command_reads_arguments_and_stdin(cls_bundle):
 
 
 def test_tampered_missing_and_wrong_kind_bundles_are_refused(cls_bundle, tmp_path):
-    from edgeft.runtime import Classifier, load
+    from edgeft.runtime import load
 
     tampered = shutil.copytree(cls_bundle, tmp_path / "tampered")
     with open(tampered / "labels.json", "w") as f:

@@ -91,6 +91,7 @@ def test_rerun_skips_up_to_date_stages(cls_run, capsys):
 
 def test_damaged_input_is_refused_by_the_next_stage(cls_run, tmp_path):
     import shutil
+
     from edgeft.quantize import quantize
 
     run_dir, recipe, _ = cls_run

@@ -1,15 +1,14 @@
 """tune: LoRA and QLoRA on CPU, best adapter kept, resume after an interruption."""
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+from conftest import classification_recipe, write_recipe
 from safetensors.torch import load_file
 
-from conftest import classification_recipe, write_recipe
 from edgeft import EdgeftError
 from edgeft.data import prepare_data
 from edgeft.recipe import recipe_from_dict

@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import classification_recipe, generation_recipe, write_recipe
+
 from edgeft.data import prepare_data
 from edgeft.qlora import choose_mode, set_checkpointing
 from edgeft.recipe import recipe_from_dict
@@ -45,6 +45,7 @@ def test_every_qlora_mode_learns_the_same_curve_from_the_same_nf4_weights(tmp_pa
 def test_partial_checkpointing_keeps_the_gradients(tiny_llama, trec_data):
     import torch
     from transformers import AutoTokenizer
+
     from edgeft.batches import Examples, answer_nll
     from edgeft.data import load_split
     from edgeft.models import load_model
