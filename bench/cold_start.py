@@ -3,6 +3,8 @@
     python bench/cold_start.py [CLASSIFIER_RUN] [GENERATOR_RUN]
         (default: runs/sms-spam-minilm and runs/assistant-trec-smollm2, made by `edgeft run`)
 
+transformers loads the merged fp32 model (PyTorch has no int8/int4 path for it); optimum loads the
+bundle's ONNX variant (for a genai-built bundle, optimum's own export quantized the same way).
 Each measurement is a fresh Python process: start, imports, model load, first result (a
 prediction, or the first generated token). The parent times the whole process; the child reports
 its own phases and peak RSS (VmHWM). Loaders are interleaved over ROUNDS rounds; medians with
@@ -104,6 +106,21 @@ def folder_mib(path: Path) -> float:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
 
 
+def optimum_twin(run: Path, bundle: Path) -> Path:
+    """What optimum loads: the bundle's own ONNX variant when optimum exported it; for a bundle built
+    by onnxruntime-genai's builder (graphs optimum cannot run), optimum's export quantized the same way."""
+    def config(folder: Path) -> dict:
+        return json.loads((folder / "manifest.json").read_text()).get("config", {})
+
+    name = config(bundle).get("variant")
+    if not name or not (run / "quantize" / name / "manifest.json").exists():
+        return run / "export-optimum"
+    method = config(run / "quantize" / name)["method"]
+    candidates = [run / "quantize" / name] + sorted(p.parent for p in (run / "quantize").glob("*/manifest.json"))
+    return next((c for c in candidates if config(c).get("source") == "optimum" and config(c)["method"] == method),
+                run / "export-optimum")
+
+
 def measure(code: str) -> dict:
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", PRELUDE + code + EPILOGUE], capture_output=True, text=True,
@@ -125,7 +142,7 @@ def main() -> None:
         if not (bundle / "manifest.json").exists():
             print(f"skip {task}: no bundle in {bundle}")
             continue
-        paths = {"bundle": str(bundle), "merged": str(run / "merge"), "onnx": str(run / "export-optimum"),
+        paths = {"bundle": str(bundle), "merged": str(run / "merge"), "onnx": str(optimum_twin(run, bundle)),
                  "text": TEXT if task == "classification" else QUESTION}
         samples = {name: [] for name in LOADERS[task]}
         for _ in range(ROUNDS):
@@ -147,6 +164,7 @@ def main() -> None:
                           "peak_rss_ratio": runtime["peak_rss_mib"] / rows[other]["peak_rss_mib"]}
                   for other in rows if other != "edgeft-runtime"}
         results[task] = {"rows": rows, "ratios": ratios, "bundle_mib": folder_mib(bundle),
+                         "transformers_loads": paths["merged"], "optimum_loads": paths["onnx"],
                          "bundle_files": sorted(json.loads((bundle / "manifest.json").read_text())["files"])}
         print(f"\n{task}: bundle {results[task]['bundle_mib']:.1f} MiB")
         print(f"{'loader':16} {'cold start s (min-max)':>24} {'import':>7} {'load':>6} {'first':>6} {'peak RSS MiB':>13}  torch?")

@@ -20,8 +20,7 @@ from edgeft.artifacts import (
 )
 from edgeft.data import load_split
 from edgeft.recipe import Recipe
-
-ONNX_FILE = "model.onnx"
+from edgeft.runtime import ONNX_FILE
 
 
 def export_config(recipe: Recipe, backend: str) -> dict:

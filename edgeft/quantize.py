@@ -25,8 +25,8 @@ from edgeft.artifacts import (
 )
 from edgeft.data import load_split
 from edgeft.recipe import Recipe, VariantSection
+from edgeft.runtime import ONNX_FILE
 
-ONNX_FILE = "model.onnx"
 MODEL_FILES = {ONNX_FILE, "model.onnx_data", "model.onnx.data", "model.prefill.onnx"}
 
 

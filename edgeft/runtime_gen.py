@@ -3,9 +3,10 @@
 Works for both export backends' graphs (optimum-onnx: position_ids input; onnxruntime-genai's
 builder: GroupQueryAttention, no position_ids). Chats are formatted from `generation.json` (written
 at export time from the model's chat template), so no template engine is needed on the device.
-A quantized model may carry `model.prefill.onnx`: the same weights with another MatMulNBits
-accuracy level, used for the prompt (int8 activations speed up decode, fp32 ones prefill, on CPUs
-without VNNI).
+A quantized model may carry `model.prefill.onnx` (`quantize.variants[].prefill_accuracy_level`):
+the same weights with another MatMulNBits accuracy level, used for the prompt only. Whether that
+helps depends on the CPU's kernels: on the AVX2 machine of the README it did not (fp32 compute
+prefilled at 274 tok/s against int8 compute's 348), so no default recipe uses it.
 """
 from __future__ import annotations
 
