@@ -57,15 +57,15 @@ def run_one(shape: str, mode: str, folder: str, batch: int, seq: int, steps: int
     """One measurement, in this (fresh) process."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
 
     from edgeft.qlora import fused_cross_entropy, prepare_base
+    from edgeft.tune import quantization_config
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     compute = torch.bfloat16 if device == "cuda" else torch.float32
-    qconfig = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                 bnb_4bit_compute_dtype=compute)
-    model = AutoModelForCausalLM.from_pretrained(folder, quantization_config=qconfig, dtype=compute,
+    model = AutoModelForCausalLM.from_pretrained(folder, quantization_config=quantization_config("qlora", device == "cuda"),
+                                                 dtype=compute,
                                                  attn_implementation="sdpa",
                                                  device_map={"": 0} if device == "cuda" else {"": "cpu"})
     checkpointing = device == "cuda"

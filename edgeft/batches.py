@@ -117,23 +117,25 @@ def _answer_logits(model, batch: dict):
     return out.logits.float(), batch["input_ids"][:, positions + 1], batch["answer_mask"][:, positions + 1]
 
 
-def answer_nll(model, batch: dict):
-    """Summed negative log-likelihood of the answer tokens and their count."""
+def _answer_token_nll(logits, targets, mask):
+    """NLL of every target token, zero where the mask says it is not an answer token."""
     import torch.nn.functional as F
 
-    logits, targets, mask = _answer_logits(model, batch)
     nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
-    return (nll.view_as(targets) * mask).sum(), mask.sum()
+    return nll.view_as(targets) * mask
+
+
+def answer_nll(model, batch: dict):
+    """Summed negative log-likelihood of the answer tokens and their count."""
+    logits, targets, mask = _answer_logits(model, batch)
+    return _answer_token_nll(logits, targets, mask).sum(), mask.sum()
 
 
 def answer_scores(model, batch: dict):
     """Per row: the answer's NLL, and whether greedy decoding would produce exactly the answer
     (the argmax after every reference prefix is the reference token)."""
-    import torch.nn.functional as F
-
     logits, targets, mask = _answer_logits(model, batch)
-    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
-    nll = (nll.view_as(targets) * mask).sum(-1)
+    nll = _answer_token_nll(logits, targets, mask).sum(-1)
     exact = ((logits.argmax(-1) == targets) | ~mask).all(-1)
     return nll.tolist(), exact.tolist()
 
@@ -214,8 +216,6 @@ def collect_logits(model, examples: Examples, batch_size: int, limit: int | None
                 batch.pop("labels", None)
                 chunks.append(model(**batch).logits.float().cpu())
             else:
-                positions = batch["predict_positions"]
-                out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                            position_ids=batch["position_ids"], logits_to_keep=positions, use_cache=False)
-                chunks.append(out.logits.float()[batch["answer_mask"][:, positions + 1]].cpu())
+                logits, _, mask = _answer_logits(model, batch)
+                chunks.append(logits[mask].cpu())
     return torch.cat(chunks)

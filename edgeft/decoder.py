@@ -157,18 +157,25 @@ def write_prefill_graph(folder: Path, accuracy_level: int) -> bool:
 
 
 # --- parity ------------------------------------------------------------------------------------
-def torch_greedy(model, ids: list[int], new_tokens: int):
-    """Last-position logits of the prompt and `new_tokens` greedy tokens (end tokens not honoured)."""
+def torch_greedy(model, ids: list[int], new_tokens: int, timings: list | None = None):
+    """Last-position logits of the prompt and `new_tokens` greedy tokens (end tokens not honoured);
+    `timings` receives the seconds of each model call with its argmax (prefill first)."""
     import torch
 
     with torch.inference_mode():
+        start = time.perf_counter()
         out = model(input_ids=torch.tensor([ids]), use_cache=True, logits_to_keep=1)
-        first = out.logits[0, -1].float().numpy()
-        past, token, tokens = out.past_key_values, int(out.logits[0, -1].argmax()), []
-        for _ in range(new_tokens):
-            tokens.append(token)
-            out = model(input_ids=torch.tensor([[token]]), past_key_values=past, use_cache=True)
-            past, token = out.past_key_values, int(out.logits[0, -1].argmax())
+        tokens = [int(out.logits[0, -1].argmax())]
+        if timings is not None:
+            timings.append(time.perf_counter() - start)
+        first, past = out.logits[0, -1].float().numpy(), out.past_key_values
+        while len(tokens) < new_tokens:
+            start = time.perf_counter()
+            out = model(input_ids=torch.tensor([[tokens[-1]]]), past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            tokens.append(int(out.logits[0, -1].argmax()))
+            if timings is not None:
+                timings.append(time.perf_counter() - start)
     return first, tokens
 
 
@@ -211,19 +218,9 @@ class TorchGenerator:
         self.stop_ids = {self.tokenizer.eos_token_id, *np.atleast_1d(self.model.generation_config.eos_token_id or [])}
 
     def speed(self, prompt: list[int], new_tokens: int) -> dict:
-        torch = self.torch
-        with torch.inference_mode():
-            start = time.perf_counter()
-            out = self.model(input_ids=torch.tensor([prompt]), use_cache=True, logits_to_keep=1)
-            token = int(out.logits[0, -1].argmax())
-            ttft = time.perf_counter() - start
-            past, steps = out.past_key_values, []
-            for _ in range(new_tokens - 1):
-                start = time.perf_counter()
-                out = self.model(input_ids=torch.tensor([[token]]), past_key_values=past, use_cache=True)
-                past, token = out.past_key_values, int(out.logits[0, -1].argmax())
-                steps.append(time.perf_counter() - start)
-        return {"ttft": ttft, "steps": steps}
+        times: list[float] = []
+        torch_greedy(self.model, prompt, new_tokens, timings=times)
+        return {"ttft": times[0], "steps": times[1:]}
 
     def evaluate(self, prompts: list[list[int]], answers: list[list[int]], max_new_tokens: int,
                  batch_size: int = 16) -> dict:

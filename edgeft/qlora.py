@@ -14,6 +14,8 @@
 """
 from __future__ import annotations
 
+import math
+
 MODES = ("plain", "dequantized", "4bit")
 
 
@@ -51,11 +53,7 @@ def count_parameters(base_dir) -> int:
     for path in Path(base_dir).glob("*.safetensors"):
         with safe_open(str(path), "pt") as f:
             for name in f.keys():
-                shape = f.get_slice(name).get_shape()
-                n = 1
-                for d in shape:
-                    n *= d
-                total += n
+                total += math.prod(f.get_slice(name).get_shape())
     return total
 
 

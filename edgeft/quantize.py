@@ -26,8 +26,9 @@ from edgeft.artifacts import (
 from edgeft.data import load_split
 from edgeft.recipe import Recipe, VariantSection
 from edgeft.runtime import ONNX_FILE
+from edgeft.runtime_gen import PREFILL_FILE
 
-MODEL_FILES = {ONNX_FILE, "model.onnx_data", "model.onnx.data", "model.prefill.onnx"}
+MODEL_FILES = {ONNX_FILE, "model.onnx_data", "model.onnx.data", PREFILL_FILE}
 
 
 def copy_sidecar_files(src: Path, dst: Path) -> None:
@@ -110,10 +111,12 @@ def compare_with_fp32(task: str, fp32_dir: Path, quant_dir: Path, rows: list[dic
     rows = rows[:limit]
     if task == "classification":
         from edgeft.runtime import Classifier
-        ref, new = Classifier(fp32_dir, verify=False), Classifier(quant_dir, verify=False)
         texts = [r["text"] for r in rows]
-        a = np.concatenate([ref.logits(ref.encode(texts[i:i + 32])) for i in range(0, len(texts), 32)])
-        b = np.concatenate([new.logits(new.encode(texts[i:i + 32])) for i in range(0, len(texts), 32)])
+
+        def logits(model):
+            return np.concatenate([model.logits(model.encode(texts[i:i + 32])) for i in range(0, len(texts), 32)])
+
+        a, b = logits(Classifier(fp32_dir, verify=False)), logits(Classifier(quant_dir, verify=False))
     else:
         from edgeft.runtime_gen import Generator
         ref, new = Generator(fp32_dir, verify=False), Generator(quant_dir, verify=False)
@@ -128,7 +131,7 @@ def check_loads(folder: Path) -> None:
     """A quantizer can write a graph onnxruntime refuses: find out here, not on the device."""
     from edgeft.runtime import session
 
-    for name in (ONNX_FILE, "model.prefill.onnx"):
+    for name in (ONNX_FILE, PREFILL_FILE):
         if (folder / name).exists():
             try:
                 session(folder / name, threads=1)

@@ -227,7 +227,7 @@ def tune(recipe: Recipe, data_dir: Path, out: Path, *, base_dir: Path | None = N
     if accelerator.is_main_process:
         print(f"tune: {mode['reason']}", file=sys.stderr)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    optimizer = make_optimizer(model, cfg, accelerator.device.type == "cuda")
+    optimizer = make_optimizer(model, cfg, on_cuda)
     batch_size = pick_batch_size(cfg.batch_size, model, train, accelerator, mode["fused_cross_entropy"])
 
     # every rank builds the same batch order and takes its share of it
