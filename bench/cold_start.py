@@ -134,7 +134,7 @@ def measure(code: str) -> dict:
 def main() -> None:
     runs = {"classification": Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "runs/sms-spam-minilm",
             "generation": Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "runs/assistant-trec-smollm2"}
-    from edgeft.artifacts import library_versions, machine_info
+    from edgeft.core.artifacts import library_versions, machine_info
 
     results, summary = {}, {}
     for task, run in runs.items():

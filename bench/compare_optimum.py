@@ -24,9 +24,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edgeft.artifacts import library_versions, machine_info, read_manifest  # noqa: E402
-from edgeft.data import load_split  # noqa: E402
-from edgeft.metrics import classification_metrics  # noqa: E402
+from edgeft.core.artifacts import library_versions, machine_info, read_manifest  # noqa: E402
+from edgeft.core.metrics import classification_metrics  # noqa: E402
+from edgeft.stages.data import load_split  # noqa: E402
 
 THREADS = (1, 2)
 ROUNDS = 5

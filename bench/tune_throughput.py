@@ -49,7 +49,7 @@ def peak_memory(device: str) -> float:
     import torch
     if device == "cuda":
         return torch.cuda.max_memory_allocated() / 2**30
-    from edgeft.runners import peak_rss_bytes
+    from edgeft.benchkit.workers import peak_rss_bytes
     return peak_rss_bytes() / 2**30
 
 
@@ -59,12 +59,11 @@ def run_one(shape: str, mode: str, folder: str, batch: int, seq: int, steps: int
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from edgeft.qlora import fused_cross_entropy, prepare_base
-    from edgeft.tune import quantization_config
+    from edgeft.core.qlora import fused_cross_entropy, nf4_config, prepare_base
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     compute = torch.bfloat16 if device == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(folder, quantization_config=quantization_config("qlora", device == "cuda"),
+    model = AutoModelForCausalLM.from_pretrained(folder, quantization_config=nf4_config(device == "cuda"),
                                                  dtype=compute,
                                                  attn_implementation="sdpa",
                                                  device_map={"": 0} if device == "cuda" else {"": "cpu"})
@@ -112,7 +111,7 @@ def main() -> None:
         return
     import torch
 
-    from edgeft.artifacts import library_versions, machine_info
+    from edgeft.core.artifacts import library_versions, machine_info
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     plan_shapes = os.environ.get("SHAPES", "qwen2.5-0.5b,llama3.2-1b" if device == "cuda" else "smollm2-135m").split(",")

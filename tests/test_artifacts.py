@@ -1,7 +1,7 @@
 import pytest
 
 from edgeft import EdgeftError
-from edgeft.artifacts import (
+from edgeft.core.artifacts import (
     find_in_lineage,
     input_ref,
     is_up_to_date,

@@ -2,7 +2,6 @@
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 from click.testing import CliRunner
@@ -15,13 +14,11 @@ def invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
-def test_help_is_fast_and_imports_nothing_heavy():
-    start = time.perf_counter()
+def test_help_imports_nothing_heavy():
     out = subprocess.run([sys.executable, "-c", "import sys; from edgeft.cli import cli; "
                           "sys.argv=['edgeft','--help']\ntry: cli()\nexcept SystemExit: pass\n"
                           "print(sorted(m for m in ('torch','transformers','onnxruntime') if m in sys.modules))"],
                          capture_output=True, text=True, check=True)
-    assert time.perf_counter() - start < 2.0
     assert out.stdout.strip().endswith("[]")
     for command in ("run", "tune", "merge", "export", "quantize", "bench", "data", "report"):
         assert command in out.stdout
@@ -75,3 +72,60 @@ def test_report_prints_every_format(cls_run):
     assert [v["name"] for v in as_json["variants"]] == [v["name"] for v in report["variants"]]
     assert invoke("report", run_dir / "bench", "--format", "csv").output.startswith("variant,format,size_bytes")
     assert "|" in invoke("report", run_dir / "bench", "--format", "md").output
+
+
+def test_recipes_lists_the_builtin_ones_and_init_copies_one_out(tmp_path, monkeypatch):
+    listed = invoke("recipes")
+    assert listed.exit_code == 0
+    lines = {line.split()[0]: line.split()[1] for line in listed.output.strip().splitlines()}
+    assert lines == {"assistant-trec-smollm2": "generation", "sms-spam-minilm": "classification"}
+    monkeypatch.chdir(tmp_path)
+    made = invoke("init", "assistant-trec-smollm2")
+    assert made.exit_code == 0 and (tmp_path / "assistant-trec-smollm2.yaml").exists()
+    from edgeft.core.recipe import load_recipe
+    assert load_recipe(tmp_path / "assistant-trec-smollm2.yaml").data.source == "trec"
+    again = invoke("init", "assistant-trec-smollm2")
+    assert again.exit_code == 2 and "assistant-trec-smollm2.yaml exists: pass --force" in again.output
+    unknown = invoke("init", "nope", "-o", tmp_path / "x.yaml")
+    assert unknown.exit_code == 2 and "no built-in recipe named 'nope'" in unknown.output
+
+
+def test_a_wheel_carries_the_builtin_recipes(tmp_path):
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(tmp_path), str(root)], capture_output=True, text=True, cwd=tmp_path)
+    assert built.returncode == 0, built.stderr[-2000:]
+    wheel = next(tmp_path.glob("edgeft-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {"edgeft/recipes/sms-spam-minilm.yaml", "edgeft/recipes/assistant-trec-smollm2.yaml",
+            "edgeft/data/sms-spam-sample.csv"} <= set(names)
+    assert not any(n.startswith(("tests/", "bench/")) for n in names)
+
+
+def test_run_force_through_the_cli_reruns_every_stage_and_keeps_the_console_quiet(tmp_path, tiny_bert):
+    import json
+
+    recipe = write_recipe(tmp_path / "r.yaml", classification_recipe(
+        tiny_bert, tune={"max_steps": 4}, bench={"iterations": 4, "rounds": 1}))
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "edgeft.cli", "run", str(recipe), "-o", str(run)]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    created = {p: json.loads((run / p / "manifest.json").read_text())["created"] for p in ("data", "tune", "bench")}
+    files = {p: json.loads((run / p / "manifest.json").read_text())["files"] for p in ("data",)}
+    forced = subprocess.run(cmd + ["--force"], capture_output=True, text=True, timeout=600)
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    assert json.loads((run / "run.json").read_text())["skipped"] == []
+    assert "up to date, skipped" not in forced.stderr and forced.stderr.count(": done in") == 7
+    assert all(json.loads((run / p / "manifest.json").read_text())["created"] >= created[p] for p in created)
+    assert {p: json.loads((run / p / "manifest.json").read_text())["files"] for p in files} == files  # same split
+    # the console: the stages' own lines and the table; the libraries' noise is in the log
+    for out in (first, forced):
+        assert "TracerWarning" not in out.stderr and "matmul_nbits_quantizer" not in out.stderr
+        assert len((out.stdout + out.stderr).splitlines()) < 60
+        assert "int8-dynamic" in out.stdout and "accuracy" in out.stdout
+    log = (run / "edgeft.log").read_text()
+    assert "TracerWarning" in log or "DeprecationWarning" in log

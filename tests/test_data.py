@@ -3,8 +3,8 @@ import json
 import pytest
 
 from edgeft import EdgeftError
-from edgeft.data import load_split, prepare_data, read_rows
-from edgeft.recipe import recipe_from_dict
+from edgeft.core.recipe import recipe_from_dict
+from edgeft.stages.data import load_split, prepare_data, read_rows
 
 
 def prepare(tmp_path, name="data", **data):

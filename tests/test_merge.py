@@ -5,10 +5,10 @@ import pytest
 from conftest import classification_recipe
 
 from edgeft import EdgeftError
-from edgeft.data import prepare_data, read_rows
-from edgeft.merge import merge
-from edgeft.recipe import recipe_from_dict
-from edgeft.tune import tune
+from edgeft.core.recipe import recipe_from_dict
+from edgeft.stages.data import prepare_data, read_rows
+from edgeft.stages.merge import merge
+from edgeft.stages.tune import tune
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def wide_weight_bert(tmp_path_factory):
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from edgeft.models import resolve_model
+    from edgeft.core.models import resolve_model
 
     folder = tmp_path_factory.mktemp("wide-bert")
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm"))

@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from edgeft import EdgeftError
-from edgeft.artifacts import read_manifest
 from edgeft.cli import cli
-from edgeft.package import package
+from edgeft.core.artifacts import read_manifest
+from edgeft.stages.package import package
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,10 @@ def cls_bundle(cls_run, tmp_path_factory):
 def test_bundle_holds_the_runtime_files_hashes_recipe_and_measurements(cls_bundle, cls_run):
     run_dir, recipe, report = cls_run
     manifest = read_manifest(cls_bundle, stage="package")
-    assert set(manifest["files"]) == {"model.onnx", "tokenizer.json", "labels.json", "recipe.yaml", "README.md"}
+    assert set(manifest["files"]) == {"model.onnx", "tokenizer.json", "labels.json", "preprocess.json", "recipe.yaml",
+                                      "README.md"}
+    preprocess = json.loads((cls_bundle / "preprocess.json").read_text())
+    assert preprocess["max_length"] == recipe.data.max_length and preprocess["truncation_side"] == "right"
     measured = next(v for v in report["variants"] if v["name"] == "int8-dynamic")
     assert manifest["metrics"]["quality"] == measured["metrics"]
     assert manifest["metrics"]["latency"][0]["p50"] == measured["latency_ms"][0]["p50"]
@@ -46,12 +49,41 @@ def test_predicting_from_a_bundle_imports_neither_torch_nor_transformers(cls_bun
 
 
 def test_predict_command_reads_arguments_and_stdin(cls_bundle):
-    result = CliRunner().invoke(cli, ["predict", str(cls_bundle), "Call now to win £1000", "--json"])
+    import numpy as np
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    text = "Call now to win £1000"
+    result = CliRunner().invoke(cli, ["predict", str(cls_bundle), text, "--json"])
     assert result.exit_code == 0
     row = json.loads(result.output)
-    assert row["label"] in ("ham", "spam") and 0.5 <= row["probability"] <= 1
+    # the same number straight from onnxruntime and the tokenizer file, without edgeft's runtime
+    ids = Tokenizer.from_file(str(cls_bundle / "tokenizer.json")).encode(text).ids
+    session = ort.InferenceSession(str(cls_bundle / "model.onnx"))
+    feed = {"input_ids": np.array([ids]), "attention_mask": np.ones((1, len(ids)), dtype=np.int64),
+            "token_type_ids": np.zeros((1, len(ids)), dtype=np.int64)}
+    logits = session.run(None, {k: v for k, v in feed.items() if k in {i.name for i in session.get_inputs()}})[0][0]
+    probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    labels = json.loads((cls_bundle / "labels.json").read_text())["labels"]
+    assert row["label"] == labels[int(probs.argmax())] and row["probability"] == pytest.approx(probs.max(), abs=1e-4)
     piped = CliRunner().invoke(cli, ["predict", str(cls_bundle)], input="ok see you\nFREE entry txt WIN\n")
-    assert piped.exit_code == 0 and len(piped.output.strip().splitlines()) == 2
+    assert piped.exit_code == 0
+    assert [line.split("\t")[2] for line in piped.output.strip().splitlines()] == ["ok see you", "FREE entry txt WIN"]
+
+
+def test_predict_on_the_bundle_gives_exactly_the_predictions_the_bench_scored(cls_bundle, cls_run):
+    """Train/serve skew: the bundle carries its preprocessing, so the device predicts what was measured."""
+    run_dir, _, report = cls_run
+    result = CliRunner().invoke(cli, ["predict", str(cls_bundle), "--input", str(run_dir / "data/test.jsonl"),
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    said = [json.loads(line)["label"] for line in result.output.splitlines()]
+    test = [json.loads(line) for line in (run_dir / "data/test.jsonl").read_text().splitlines()]
+    scored = next(v for v in report["variants"] if v["name"] == "int8-dynamic")
+    assert len(said) == len(test) == report["test_examples"] == len(scored["predictions"])
+    assert said == scored["predictions"]
+    accuracy = sum(s == r["label"] for s, r in zip(said, test)) / len(test)
+    assert accuracy == pytest.approx(scored["metrics"]["accuracy"])
 
 
 def test_tampered_missing_and_wrong_kind_bundles_are_refused(cls_bundle, tmp_path):
@@ -86,12 +118,19 @@ def test_generation_bundle_streams_through_the_runtime(gen_run, tmp_path):
     manifest = read_manifest(bundle, stage="package")
     assert {"model.onnx", "model.onnx.data", "model.prefill.onnx", "generation.json", "tokenizer.json"} <= set(manifest["files"])
     assert manifest["metrics"]["latency"][0]["decode_tokens_per_s"]["median"] > 0
-    code = ("import sys; from edgeft.runtime import load; g = load(sys.argv[1]); "
-            "print(repr(''.join(g.stream('Who wrote Hamlet ?', max_new_tokens=4)))); "
+    code = ("import sys, json; from edgeft.runtime import load; g = load(sys.argv[1]); "
+            "print(json.dumps(''.join(g.stream('Who wrote Hamlet ?', max_new_tokens=6)))); "
             "print(sorted(k for k in ('torch', 'transformers') if k in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code, str(bundle)], capture_output=True, text=True, check=True)
-    assert out.stdout.strip().splitlines()[-1] == "[]"
-    generator = load(bundle)
-    assert list(generator.generate_ids(generator.encode_chat([{"role": "user", "content": "Hi"}]), 3, stop=False))
+    streamed, heavy = out.stdout.strip().splitlines()[-2:]
+    assert heavy == "[]"
+    # the reference: greedy ids of the quantized folder itself, through onnxruntime, decoded whole
+    from tokenizers import Tokenizer
+
+    reference = load(run_dir / "quantize/int4")
+    ids = reference.encode_chat([{"role": "user", "content": "Who wrote Hamlet ?"}])
+    greedy = list(reference.generate_ids(ids, 6))
+    text = Tokenizer.from_file(str(bundle / "tokenizer.json")).decode(greedy)
+    assert json.loads(streamed) == text and greedy
     wrong = CliRunner().invoke(cli, ["predict", str(bundle), "hello"])
     assert wrong.exit_code == 2 and "holds a 'generation' model, not a classifier" in wrong.output

@@ -1,7 +1,7 @@
 import pytest
 
 from edgeft import EdgeftError
-from edgeft.recipe import load_recipe, recipe_from_dict, resolve_recipe_path
+from edgeft.core.recipe import load_recipe, recipe_from_dict, resolve_recipe_path
 
 
 def test_default_recipe_is_the_sms_spam_classifier():
@@ -13,9 +13,9 @@ def test_default_recipe_is_the_sms_spam_classifier():
 
 
 def test_every_builtin_recipe_validates():
-    from edgeft.recipe import REPO_RECIPES
+    from edgeft.core.recipe import builtin_recipes
 
-    paths = sorted(REPO_RECIPES.glob("*.yaml"))
+    paths = list(builtin_recipes().values())
     assert paths
     for path in paths:
         assert load_recipe(path).name == path.stem

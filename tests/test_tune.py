@@ -10,9 +10,9 @@ from conftest import classification_recipe, write_recipe
 from safetensors.torch import load_file
 
 from edgeft import EdgeftError
-from edgeft.data import prepare_data
-from edgeft.recipe import recipe_from_dict
-from edgeft.tune import tune
+from edgeft.core.recipe import recipe_from_dict
+from edgeft.stages.data import prepare_data
+from edgeft.stages.tune import tune
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +86,39 @@ def test_tune_refuses_a_gguf_base_and_a_missing_data_folder(tmp_path, tiny_bert,
         tune(recipe, sms_data, tmp_path / "out")
     with pytest.raises(EdgeftError, match="data folder not found"):
         tune(recipe_from_dict(classification_recipe(tiny_bert)), tmp_path / "nodata", tmp_path / "out")
+
+
+def test_resume_from_an_epoch_boundary_with_gradient_accumulation(tmp_path, tiny_bert, sms_data):
+    """A checkpoint written at the end of epoch 1 (not mid-epoch), with 2 batches per optimizer step:
+    resuming from it ends where an uninterrupted run ends."""
+    import shutil
+
+    settings = {"epochs": 2, "batch_size": 16, "gradient_accumulation": 2, "checkpoint_every": 10_000}
+    recipe = recipe_from_dict(classification_recipe(tiny_bert, tune=settings))
+    straight = tune(recipe, sms_data, tmp_path / "straight", progress=False)
+    steps = straight["metrics"]["steps"]
+    assert len(straight["metrics"]["history"]) == 2 and steps == 2 * straight["metrics"]["history"][0]["step"]
+
+    recipe_file = write_recipe(tmp_path / "r.yaml", classification_recipe(tiny_bert, tune=settings))
+    out = tmp_path / "tuned"
+    progress = tmp_path / "tuned.partial" / "checkpoint" / "progress.json"
+    proc = edgeft("tune", sms_data, "-o", out, "-r", recipe_file)
+    deadline = time.time() + 180
+    while not progress.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    saved = json.loads(progress.read_text())
+    assert saved["epoch"] == 1 and saved["batch_in_epoch"] == 0 and saved["step"] == steps // 2
+    shutil.copytree(tmp_path / "tuned.partial", tmp_path / "kept")  # what the interrupted run left
+    resumed = edgeft("tune", sms_data, "-o", out, "-r", recipe_file, "--resume")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert f"resuming from step {steps // 2} of {steps}" in err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["metrics"]["steps"] == steps
+    assert [round(h["loss"], 4) for h in manifest["metrics"]["history"]] == \
+           [round(h["loss"], 4) for h in straight["metrics"]["history"]]
+    a, b = load_file(out / "adapter_model.safetensors"), load_file(tmp_path / "straight" / "adapter_model.safetensors")
+    for key in a:
+        assert (a[key] - b[key]).abs().max() < 1e-4, key

@@ -7,10 +7,10 @@ import sys
 import pytest
 from conftest import classification_recipe, generation_recipe, write_recipe
 
-from edgeft.data import prepare_data
-from edgeft.qlora import choose_mode, set_checkpointing
-from edgeft.recipe import recipe_from_dict
-from edgeft.tune import tune
+from edgeft.core.qlora import choose_mode, set_checkpointing
+from edgeft.core.recipe import recipe_from_dict
+from edgeft.stages.data import prepare_data
+from edgeft.stages.tune import tune
 
 
 def test_auto_mode_follows_model_size_and_free_memory():
@@ -46,16 +46,16 @@ def test_partial_checkpointing_keeps_the_gradients(tiny_llama, trec_data):
     import torch
     from transformers import AutoTokenizer
 
-    from edgeft.batches import Examples, answer_nll
-    from edgeft.data import load_split
-    from edgeft.models import load_model
+    from edgeft.generation.examples import ChatExamples, answer_nll
+    from edgeft.generation.models import load_model
+    from edgeft.stages.data import load_split
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
-    batch = Examples(load_split(trec_data, "train")[:4], tokenizer, "generation", 64, []).batch([0, 1, 2, 3])
+    batch = ChatExamples(load_split(trec_data, "train")[:4], tokenizer, 64, []).batch([0, 1, 2, 3])
     grads = []
     for layers in (0, 1):
         torch.manual_seed(0)
-        model = load_model(tiny_llama, "generation").train()
+        model = load_model(tiny_llama).train()
         for p in model.parameters():
             p.requires_grad_(False)
         model.model.layers[0].mlp.up_proj.weight.requires_grad_(True)
@@ -86,3 +86,56 @@ def test_two_processes_train_data_parallel_and_end_with_identical_adapters(tmp_p
     assert metrics["processes"] == 2 and len(metrics["rank_adapter_sha256"]) == 2
     assert metrics["ranks_identical"] is True
     assert metrics["steps"] == 6 and len(metrics["loss_curve"]) == 6
+
+
+def test_packed_cpu_kernel_path_is_guarded_for_shapes_it_cannot_hold(tiny_llama):
+    """bitsandbytes repacks a 4-bit weight for its AVX512-BF16 CPU kernel on the first eval-mode call;
+    forced on here (whatever this CPU is), a Linear with in_features 96 (not a multiple of 64) crashes
+    the repacking unless edgeft keeps that layer on the generic path."""
+    import bitsandbytes as bnb
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from edgeft.core.qlora import guard_packed_cpu_path, nf4_config, packed_cpu_unfit
+
+    def load():
+        model = AutoModelForCausalLM.from_pretrained(tiny_llama, quantization_config=nf4_config(False),
+                                                     device_map={"": "cpu"}, dtype=torch.float32).eval()
+        for module in model.modules():
+            if isinstance(module, bnb.nn.Linear4bit):
+                module.support_avx512bf16_for_cpu = True  # what bitsandbytes sets on such a CPU
+        return model
+
+    x = torch.randn(1, 3, 96)
+    unguarded = load()
+    down = unguarded.model.layers[0].mlp.down_proj
+    assert down.in_features == 96 and packed_cpu_unfit(down)
+    with torch.no_grad(), pytest.raises(RuntimeError, match=r"shape '\[64, 1\]' is invalid for input of size 96"):
+        down(x)  # the crash seen on Intel Xeon with AVX-512/AMX
+
+    model = load()
+    guarded = guard_packed_cpu_path(model)
+    assert guarded == [f"model.layers.{i}.mlp.down_proj" for i in range(2)]
+    down = model.model.layers[0].mlp.down_proj
+    assert not down.support_avx512bf16_for_cpu
+    assert model.model.layers[0].mlp.up_proj.support_avx512bf16_for_cpu  # shapes that fit keep the fast kernel
+    with torch.no_grad():
+        out = down(x)
+    reference = x @ bnb.functional.dequantize_4bit(down.weight.data, down.weight.quant_state).T
+    assert torch.allclose(out, reference, atol=1e-4)
+
+
+def test_qlora_decoder_goes_through_merge_against_the_nf4_model(tmp_path, tiny_llama, trec_data):
+    from edgeft.stages.merge import merge
+
+    recipe = recipe_from_dict(generation_recipe(
+        tiny_llama, tune={"method": "qlora", "qlora_mode": "plain", "max_steps": 4, "batch_size": 8},
+        merge={"min_agreement": 0.9}))
+    tuned = tune(recipe, trec_data, tmp_path / "tune", progress=False)
+    assert tuned["metrics"]["mode"]["mode"] == "plain"
+    checks = merge(recipe, tmp_path / "tune", tmp_path / "merge")["metrics"]
+    assert checks["gate"] == {"against": "vs_trained_nf4", "min_agreement": 0.9, "passed": True}
+    assert checks["vs_trained_nf4"]["compared"] == checks["vs_adapter_fp32"]["compared"] > 0
+    # the NF4 gap is real but small next to the answer-token logits; the merge arithmetic is exact
+    assert 0 < checks["vs_trained_nf4"]["max_abs_logit_diff"] < 1.0
+    assert checks["vs_adapter_fp32"]["max_abs_logit_diff"] < 1e-4

@@ -1,0 +1,85 @@
+"""Bench reports: the same results as a screen table, JSON, CSV, Markdown and a plot."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from tabulate import tabulate
+
+from edgeft.runtime.files import REPORT_CSV, REPORT_JSON, REPORT_MD, REPORT_PLOT
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:.1f}" if n else "-"
+
+
+def table(report: dict, fmt: str = "simple") -> str:
+    """The report's table (built by its task when the bench ran) as text, Markdown or the like."""
+    t = report["table"]
+    return tabulate(t["rows"], headers=t["headers"], tablefmt=fmt, disable_numparse=True)
+
+
+def flat_rows(report: dict) -> list[dict]:
+    """One CSV row per (variant, thread count): every number in report.json, flattened."""
+    out = []
+    for v in report["variants"]:
+        if "error" in v:
+            out.append({"variant": v["name"], "error": v["error"]})
+            continue
+        base = {"variant": v["name"], "format": v["format"], "size_bytes": v["size_bytes"],
+                **{k: v2 for k, v2 in v["metrics"].items() if not isinstance(v2, (dict, list))}}
+        per_thread = {l["threads"]: l for l in v["latency_ms"]}
+        tputs = {t["threads"]: t for t in v["throughput"]}
+        if not per_thread:
+            out.append(base)
+        for t, lat in per_thread.items():
+            row = dict(base, threads=t, peak_rss_bytes=v["peak_rss_bytes"].get(str(t), ""))
+            row.update({f"latency_{k}_ms": val for k, val in lat.items() if not isinstance(val, dict)
+                        and k not in ("threads", "batch_size")})
+            for k, val in tputs.get(t, {}).items():
+                if isinstance(val, dict):
+                    row.update({f"{k}_{stat}": x for stat, x in val.items()})
+                elif k not in ("threads",):
+                    row[f"throughput_{k}"] = val
+            out.append(row)
+    return out
+
+
+def plot(report: dict, path: Path) -> None:
+    """Quality against speed, one point per model (the points come from the task)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    spec = report["plot"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for point in spec["points"]:
+        ax.scatter(point["x"], point["y"], s=40)
+        ax.annotate(point["name"], (point["x"], point["y"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel(spec["xlabel"])
+    ax.set_ylabel(spec["ylabel"])
+    ax.set_title(f"{report['recipe']}: {spec['ylabel']} vs latency")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_reports(report: dict, folder: Path) -> None:
+    """report.json, report.csv, report.md and the plot, all from the same report."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
+    rows = flat_rows(report)
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with open(folder / REPORT_CSV, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    header = [f"# {report['recipe']}: bench", "", f"- timed: {report['timed']}",
+              f"- machine: {report['machine'].get('cpu', report['machine'].get('machine'))}, "
+              f"{report['machine'].get('cpus')} CPUs", f"- test examples: {report['test_examples']}", ""]
+    failed = [f"- failed: {v['name']}: {v['error']}" for v in report["variants"] if "error" in v]
+    (folder / REPORT_MD).write_text("\n".join(header + failed + [""] * bool(failed)) + table(report, "github") + "\n")
+    plot(report, folder / REPORT_PLOT)

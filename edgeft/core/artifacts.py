@@ -1,0 +1,218 @@
+"""Artifact folders: every stage reads folders and writes one, described by manifest.json.
+
+A manifest says what the folder is (stage, task), what it came from (the fingerprints of its
+inputs and the config the stage ran with), the library versions used, the metrics measured and
+the sha256 of every file in it. A stage refuses input whose manifest is missing or whose files
+do not match it, and writes its own folder atomically: into `<out>.partial`, renamed at the end.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+from edgeft import EdgeftError, __version__
+from edgeft.runtime.bundle import hash_files, read_manifest, sha256_file, verify_files
+from edgeft.runtime.files import MANIFEST, MODEL_FILE_SUFFIXES, PARTIAL_SUFFIX, RECIPE_FILE
+
+FORMAT_VERSION = 1
+__all__ = ["hash_files", "read_manifest", "sha256_file", "verify_files"]  # re-exported for the host side
+_VERSIONED = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "optimum", "optimum-onnx",
+              "onnx", "onnxruntime", "onnxruntime-genai", "tokenizers", "numpy")
+
+
+def sha256_json(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "edgeft": __version__}
+    for name in _VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def machine_info() -> dict[str, Any]:
+    info = {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    with contextlib.suppress(ImportError, Exception):
+        import psutil
+        info["memory_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
+    return info
+
+
+def fingerprint(manifest: dict) -> str:
+    """What identifies an artifact's content: its stage and the hashes of its files."""
+    return sha256_json({"stage": manifest.get("stage"), "files": manifest.get("files", {})})
+
+
+def input_ref(role: str, folder: Path, manifest: dict) -> dict[str, str]:
+    return {"role": role, "path": str(Path(folder).resolve()), "stage": manifest.get("stage", "external"),
+            "fingerprint": fingerprint(manifest)}
+
+
+def final_folder(folder: Path) -> Path:
+    """Where a stage's output ends up: `<out>.partial` is renamed to `<out>`."""
+    folder = Path(folder).resolve()
+    return folder.with_name(folder.name.removesuffix(PARTIAL_SUFFIX))
+
+
+def portable_path(path: str, folder: Path) -> str:
+    """An input's path as the manifest stores it: relative to the artifact when it lies in the same
+    run folder (so that a run folder can move), absolute when it lies outside (a base model in
+    site-packages, the user's data file). The run folder is the artifact's parent, or its
+    grandparent for artifacts grouped in a folder of a run (quantize/<variant>)."""
+    target, out = Path(path).resolve(), final_folder(folder)
+    for anchor in (out.parent, out.parent.parent):
+        if anchor == out.parent or (anchor / RECIPE_FILE).exists():
+            if target.is_relative_to(anchor):
+                return os.path.relpath(target, out)
+    return str(target)
+
+
+def resolve_input(manifest: dict, ref: dict) -> Path:
+    """The folder an input reference names, relative to the artifact that recorded it."""
+    path = Path(ref["path"])
+    if path.is_absolute():
+        return path
+    return Path(os.path.normpath(Path(manifest.get("_folder", ".")) / path))
+
+
+def write_manifest(folder: Path, *, stage: str, task: str | None, inputs: list[dict], config: dict,
+                   metrics: dict | None = None, **extra: Any) -> dict:
+    manifest = {
+        "edgeft_manifest": FORMAT_VERSION,
+        "stage": stage,
+        "task": task,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "inputs": [{**r, "path": portable_path(r["path"], folder)} for r in inputs],
+        "config": config,
+        "config_sha256": sha256_json(config),
+        "versions": library_versions(),
+        "metrics": metrics or {},
+        **extra,
+        "files": hash_files(folder),
+    }
+    (Path(folder) / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    return {**manifest, "_folder": str(final_folder(folder))}
+
+
+def is_up_to_date(out: Path, inputs: list[dict], config: dict) -> bool:
+    """True when `out` holds a valid artifact made from exactly these inputs and this config."""
+    try:
+        manifest = read_manifest(out, what="output")
+    except EdgeftError:
+        return False
+    def key(refs):
+        return sorted((r["role"], r["fingerprint"]) for r in refs)
+    return key(manifest.get("inputs", [])) == key(inputs) and manifest.get("config_sha256") == sha256_json(config)
+
+
+def up_to_date(out: Path) -> dict:
+    """The manifest of an output that a stage skips because it is up to date (marked so for the caller)."""
+    return {**read_manifest(out, what="output"), "_up_to_date": True}
+
+
+def partial_path(out: Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + PARTIAL_SUFFIX)
+
+
+@contextlib.contextmanager
+def stage_output(out: Path | str, *, keep_partial: bool = False) -> Iterator[Path]:
+    """Write a stage's output into `<out>.partial`, then swap it in for `<out>` when the block succeeds.
+
+    On failure the previous `<out>` is untouched; the partial folder is removed unless `keep_partial`
+    (tune keeps it so that --resume can continue from its checkpoints).
+    """
+    out = Path(out)
+    partial = partial_path(out)
+    partial.mkdir(parents=True, exist_ok=True)
+    try:
+        yield partial
+    except BaseException:
+        if not keep_partial:
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if not (partial / MANIFEST).exists():
+        raise RuntimeError(f"stage wrote no {MANIFEST} into {partial}")
+    old = out.with_name(out.name + ".old")
+    if out.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+    partial.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def folder_ref(role: str, folder: Path) -> dict:
+    """Input reference of any folder: an edgeft artifact by its manifest, any other by its files."""
+    folder = Path(folder)
+    if (folder / MANIFEST).exists():
+        return input_ref(role, folder, read_manifest(folder, what=role.replace("_", " ")))
+    return input_ref(role, folder, {"stage": "external", "files": hash_files(folder)})
+
+
+def lineage_input(manifest: dict, role: str) -> Path:
+    """The folder an artifact was made from, checked to still hold the same content."""
+    ref = next((r for r in manifest.get("inputs", []) if r["role"] == role), None)
+    if ref is None:
+        raise EdgeftError(f"the {manifest.get('stage')} manifest names no '{role}' input")
+    path = resolve_input(manifest, ref)
+    if not path.exists():
+        raise EdgeftError(f"{role.replace('_', ' ')} {path} (recorded in the {manifest.get('stage')} manifest) "
+                          "no longer exists")
+    if folder_ref(role, path)["fingerprint"] != ref["fingerprint"]:
+        raise EdgeftError(f"{role.replace('_', ' ')} {path} changed since it was used: its files no longer "
+                          "match the manifest")
+    return path
+
+
+def find_in_lineage(manifest: dict, role: str) -> Path:
+    """Walk an artifact's inputs back until one has `role` (e.g. the data a quantized model came from)."""
+    seen = set()
+    todo = [manifest]
+    while todo:
+        current = todo.pop()
+        for ref in current.get("inputs", []):
+            if ref["role"] == role:
+                return lineage_input(current, role)
+            path = resolve_input(current, ref)
+            if ref.get("stage") != "external" and (path / MANIFEST).exists() and str(path) not in seen:
+                seen.add(str(path))
+                todo.append(read_manifest(path, verify=False))
+    raise EdgeftError(f"no '{role}' input found in the lineage of this {manifest.get('stage')} artifact")
+
+
+def model_bytes(folder: Path) -> int:
+    """Bytes of the model files in a folder (weights and graphs; not tokenizer or settings)."""
+    return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file() and p.name.endswith(MODEL_FILE_SUFFIXES))
+
+
+def variant_name(manifest: dict) -> str:
+    """The name a model artifact goes by in reports and bundles."""
+    stage = manifest["stage"]
+    if stage == "merge":
+        return "pytorch-fp32"
+    if stage == "export":
+        return "onnx-fp32" if manifest.get("backend", "optimum") == "optimum" else f"{manifest['backend']}-fp32"
+    return manifest.get("variant") or Path(manifest.get("_folder", "variant")).name

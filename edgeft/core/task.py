@@ -1,0 +1,69 @@
+"""What a task (classification, generation) supplies to the stages: the hooks, in one place.
+
+The stages are written once; wherever the work differs by task they call the task object the
+registry (edgeft/tasks.py) hands them. A new task is a new subclass, registered there.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class Task:
+    name = ""
+    lora_task_type = ""  # peft's TaskType
+    optimum_task = ""  # optimum-onnx's export task
+    export_backends: tuple[str, ...] = ("optimum",)
+    supports_packing = False
+    dynamic_int8_ops: list[str] | None = None  # None: every op type quantize_dynamic knows
+    large_model = False  # weights in external data files
+    preprocess_before_int8 = False  # quant_pre_process (shape inference, fusions) first
+    device_command = ""  # the CLI command that tries a bundle
+    exported_lm_head = "all"  # which positions the exported graph computes logits for
+
+    # --- data -------------------------------------------------------------------------------
+    def shape_splits(self, splits: dict[str, list[dict]], rows: list[dict], cfg) -> tuple[dict, dict]:
+        """The splits as the task trains on them, and the label information (labels.json)."""
+        raise NotImplementedError
+
+    # --- models -----------------------------------------------------------------------------
+    def load_tokenizer(self, path: Path):
+        raise NotImplementedError
+
+    def load_model(self, path: Path, labels: list[str] | None = None, **kwargs):
+        raise NotImplementedError
+
+    def examples(self, rows: list[dict], tokenizer, max_length: int, labels: list[str], packing: bool = False):
+        raise NotImplementedError
+
+    def write_preprocess(self, tokenizer, folder: Path, max_length: int) -> None:
+        """Record the preprocessing the runtime must repeat (max_length, truncation...)."""
+
+    # --- tune -------------------------------------------------------------------------------
+    def evaluate(self, model, examples, batch_size: int, label_info: dict) -> dict:
+        raise NotImplementedError
+
+    def is_better(self, new: dict, best: dict | None) -> bool:
+        return best is None or new["loss"] < best["loss"]
+
+    # --- export and quantize ----------------------------------------------------------------
+    def finish_export(self, merge_dir: Path, folder: Path, backend: str, data_dir: Path) -> None:
+        """Edits and settings files after the exporter ran."""
+
+    def export_parity(self, merge_dir: Path, folder: Path, backend: str, rows: list[dict], cfg) -> dict:
+        raise NotImplementedError
+
+    def quantize_int4(self, src: Path, dst: Path, variant) -> dict:
+        raise NotImplementedError
+
+    def drift_logits(self, fp32_dir: Path, quant_dir: Path, rows: list[dict]):
+        """Logits of the fp32 and the quantized model on validation inputs (the same rows)."""
+        raise NotImplementedError
+
+    # --- bench ------------------------------------------------------------------------------
+    def bench_plan(self, recipe, variants: list, data_dir: Path):
+        """A benchkit.BenchPlan: which workers to start, what to ask them, how to score it."""
+        raise NotImplementedError
+
+    def device_usage(self, recipe) -> tuple[str, str]:
+        """What a bundle of this task is, and a Python snippet that uses it."""
+        raise NotImplementedError

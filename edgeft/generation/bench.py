@@ -1,0 +1,185 @@
+"""The generator bench: exact match and answer perplexity on held-out chats (the same token ids
+for every model), then time to first token, prefill and decode speed at batch 1, against the
+memory-bandwidth ceiling of decoding. The base model is scored too (quality only): what the
+fine-tune bought."""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from edgeft import EdgeftError
+from edgeft.benchkit.plan import BenchPlan, BenchResults
+from edgeft.benchkit.stats import memory_bandwidth, percentiles_ms, spread
+from edgeft.core.artifacts import find_in_lineage, model_bytes
+from edgeft.core.metrics import exact_match, perplexity
+from edgeft.core.splits import load_split
+from edgeft.generation.chat import encode_chat
+from edgeft.generation.runners import RUNNER_ORT, RUNNER_TORCH
+from edgeft.runtime.files import GENERATION_FILE, HF_CONFIG_FILE, ONNX_FILE, SAFETENSORS_SUFFIX
+
+
+def bench_plan(recipe, variants: list, data_dir: Path) -> BenchPlan:
+    from edgeft.generation.models import load_tokenizer
+
+    cfg = recipe.bench
+    merged = next((v for v in variants if v[2]["stage"] == "merge"), None)
+    base_dir = find_in_lineage(variants[0][2], "base_model")
+    models = [("base-fp32", base_dir, {"stage": "base", "format": "pytorch"})] + list(variants)
+    # the very same token ids for every model: prompts and answers, and a real-text speed prompt
+    tokenizer = load_tokenizer(merged[1] if merged else base_dir)
+    test = load_split(data_dir, "test")[:cfg.max_test_samples]
+    encoded = [encode_chat(tokenizer, r["messages"], recipe.data.max_length) for r in test]
+    prompts, answers = [full[:n] for full, n in encoded], [full[n:] for full, n in encoded]
+    text = " ".join(r["text"] if "text" in r else r["messages"][-2]["content"] for r in test)
+    speed_prompt = tokenizer(text, add_special_tokens=False)["input_ids"][:cfg.prompt_tokens]
+    if len(speed_prompt) < cfg.prompt_tokens:
+        raise EdgeftError(f"bench.prompt_tokens {cfg.prompt_tokens}: the test texts hold only {len(speed_prompt)} tokens")
+    top = max(cfg.threads)
+    specs = {f"{name}@{t}": {"runner": RUNNER_TORCH if m.get("format") == "pytorch" else RUNNER_ORT,
+                             "folder": str(p), "threads": t}
+             for name, p, m in models for t in cfg.threads if name != "base-fp32" or t == top}
+    timed = [key for key in specs if not key.startswith("base-")]
+    bandwidth = {t: memory_bandwidth(t) for t in cfg.threads}
+
+    def score(name: str, reply: dict) -> dict:
+        said = [tokenizer.decode(p, skip_special_tokens=True).strip() for p in reply["predictions"]]
+        return {"exact_match": exact_match([r["answer"] for r in test], said),
+                "answer_nll": reply["nll"] / max(reply["tokens"], 1),
+                "answer_perplexity": perplexity(reply["nll"], reply["tokens"]), "said": said}
+
+    def build(results: BenchResults) -> dict:
+        context = len(speed_prompt) + cfg.new_tokens // 2
+        rows = [model_row(m, cfg, results, bandwidth, len(speed_prompt), context, test) for m in models]
+        add_retention(rows)
+        report = {
+            "test_examples": len(test), "variants": rows,
+            "timed": (f"greedy decoding at batch 1: time to first token = prefill of a {len(speed_prompt)}-token "
+                      f"prompt + argmax; then {cfg.new_tokens - 1} decode steps, each a model call + argmax; "
+                      "tokenization and detokenization excluded; each model in its own process, interleaved over "
+                      f"{cfg.rounds} rounds"),
+            "quality": f"exact match of the greedy answer (at most {cfg.max_new_tokens_eval} tokens) on {len(test)} "
+                       "held-out chats; NLL/perplexity of the reference answer tokens (teacher forced)",
+            "memory_bandwidth_gb_s": {str(t): b / 1e9 for t, b in bandwidth.items()}}
+        return {**report, "table": table(rows, top), "plot": plot_points(rows, top)}
+
+    evaluate = ("evaluate", {"prompts": prompts, "answers": answers, "max_new_tokens": cfg.max_new_tokens_eval})
+    return BenchPlan(models=models, specs=specs, score=score, build=build,
+                     quality={name: (f"{name}@{top}", evaluate) for name, _, _ in models},
+                     warmup={key: ("speed", {"prompt": speed_prompt, "new_tokens": 2}) for key in timed},
+                     speed={key: [("speed", {"prompt": speed_prompt, "new_tokens": cfg.new_tokens})] for key in timed},
+                     summary=f"{len(models)} models, threads {cfg.threads}, {len(test)} test chats, "
+                             f"speed prompt {len(speed_prompt)} + {cfg.new_tokens} tokens")
+
+
+def model_row(model: tuple, cfg, results: BenchResults, bandwidth: dict, prompt_tokens: int, context: int,
+              test: list[dict]) -> dict:
+    name, path, manifest = model
+    entry = {"name": name, "format": manifest.get("format", "onnx"), "stage": manifest["stage"], "path": str(path),
+             "size_bytes": model_bytes(path)}
+    if name in results.failed:
+        return {**entry, "error": results.failed[name]}
+    metrics = dict(results.quality[name])
+    said = metrics.pop("said")
+    entry.update(metrics=metrics, predictions=said, latency_ms=[], throughput=[], peak_rss_bytes={},
+                 examples=[{"question": r["messages"][-2]["content"], "expected": r["answer"], "said": s}
+                           for r, s in list(zip(test, said))[:5]])
+    for t in cfg.threads:
+        key = f"{name}@{t}"
+        entry["peak_rss_bytes"][str(t)] = results.peaks.get(key, 0)
+        runs = [replies[0] for replies in results.timings.get(key, [])]
+        if runs:
+            entry["latency_ms"].append(speed_row(runs, t, cfg, bandwidth[t] / bytes_per_token(
+                path, entry["format"], context), prompt_tokens, bandwidth[t]))
+    return entry
+
+
+def speed_row(runs: list[dict], threads: int, cfg, ceiling: float, prompt_tokens: int, bandwidth: float) -> dict:
+    steps = [s for run in runs for s in run["steps"]]
+    per_token = percentiles_ms(steps)
+    decode = spread([1 / statistics.median(run["steps"]) for run in runs])
+    ttft = [run["ttft"] for run in runs]
+    return {"threads": threads, "batch_size": 1, "prompt_tokens": prompt_tokens, "new_tokens": cfg.new_tokens,
+            "ttft_ms": spread([x * 1000 for x in ttft]), "prefill_tokens_per_s": spread([prompt_tokens / x for x in ttft]),
+            "decode_tokens_per_s": decode, "ms_per_token_p50": per_token["p50"], "ms_per_token_p90": per_token["p90"],
+            "p50": per_token["p50"], "p90": per_token["p90"], "p99": per_token["p99"],
+            "decode_ceiling_tokens_per_s": ceiling, "decode_fraction_of_ceiling": decode["median"] / ceiling,
+            "bandwidth_gb_s": bandwidth / 1e9}
+
+
+def add_retention(rows: list[dict]) -> None:
+    """How much of the fine-tune's gain over the base model each model keeps."""
+    by_name = {r["name"]: r for r in rows if "error" not in r}
+    if "base-fp32" not in by_name or "pytorch-fp32" not in by_name:
+        return
+    base_em, merged_em = (by_name[n]["metrics"]["exact_match"] for n in ("base-fp32", "pytorch-fp32"))
+    if merged_em != base_em:
+        for row in by_name.values():
+            row["metrics"]["fine_tune_retention"] = (row["metrics"]["exact_match"] - base_em) / (merged_em - base_em)
+
+
+def table(variants: list[dict], top: int) -> dict:
+    headers = ["variant", "format", "size MiB", "exact match", "retention", "answer ppl", f"TTFT ms @{top}t",
+               "prefill tok/s", "decode tok/s (min-max)", "ms/token p50/p90", "% of ceiling", "peak RSS MiB"]
+    rows = []
+    for v in variants:
+        if "error" in v:
+            rows.append([v["name"], v["format"], f"{v['size_bytes'] / 2**20:.1f}", f"failed: {v['error']}"])
+            continue
+        m = v["metrics"]
+        lat = {l["threads"]: l for l in v["latency_ms"]}.get(top)
+        retention = m.get("fine_tune_retention")
+        row = [v["name"], v["format"], f"{v['size_bytes'] / 2**20:.1f}", f"{m['exact_match']:.3f}",
+               f"{retention:.2f}" if retention is not None else "-", f"{m['answer_perplexity']:.2f}"]
+        if lat:
+            d = lat["decode_tokens_per_s"]
+            row += [f"{lat['ttft_ms']['median']:.0f}", f"{lat['prefill_tokens_per_s']['median']:.0f}",
+                    f"{d['median']:.1f} ({d['min']:.1f}-{d['max']:.1f})",
+                    f"{lat['ms_per_token_p50']:.1f}/{lat['ms_per_token_p90']:.1f}",
+                    f"{100 * lat['decode_fraction_of_ceiling']:.0f}%"]
+        else:
+            row += ["-"] * 5
+        peak = max(v["peak_rss_bytes"].values()) if v["peak_rss_bytes"] else 0
+        row.append(f"{peak / 2**20:.0f}" if peak else "-")
+        rows.append(row)
+    return {"headers": headers, "rows": rows}
+
+
+
+def plot_points(rows: list[dict], top: int) -> dict:
+    points = [{"name": v["name"], "x": lat["ms_per_token_p50"], "y": v["metrics"]["exact_match"]}
+              for v in rows if "error" not in v for lat in v["latency_ms"] if lat["threads"] == top]
+    return {"xlabel": f"decode ms/token (p50), {top} threads", "ylabel": "exact match", "points": points}
+
+
+def bytes_per_token(folder: Path, fmt: str, context: int) -> int:
+    """Bytes a decode step must read: every weight (an embedding table only when the LM head reads
+    it too; a lookup touches one row) plus the KV cache at `context` tokens."""
+    folder = Path(folder)
+    if fmt == "pytorch":
+        config = json.loads((folder / HF_CONFIG_FILE).read_text())
+        weights = sum(p.stat().st_size for p in folder.glob("*" + SAFETENSORS_SUFFIX))
+        if not config.get("tie_word_embeddings", False):
+            weights -= config["vocab_size"] * config["hidden_size"] * 4
+        layers, kv_heads = config["num_hidden_layers"], config.get("num_key_value_heads", config["num_attention_heads"])
+        head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    else:
+        import onnx
+        model = onnx.load(str(folder / ONNX_FILE), load_external_data=False)
+        sizes = {}
+        for init in model.graph.initializer:
+            external = {e.key: e.value for e in init.external_data}
+            sizes[init.name] = int(external["length"]) if "length" in external else len(init.raw_data)
+        users: dict[str, set] = {}
+        for node in model.graph.node:
+            for name in node.input:
+                users.setdefault(name, set()).add(node.op_type)
+        # tensors only gathered from (embedding rows) are not streamed per token
+        weights = sum(size for name, size in sizes.items()
+                      if not users.get(name) or not users[name] <= {"Gather", "GatherBlockQuantized"})
+        pasts = [i for i in model.graph.input if i.name.startswith("past_key_values")]
+        layers = len(pasts) // 2
+        dims = pasts[0].type.tensor_type.shape.dim
+        kv_heads = dims[1].dim_value
+        head_dim = dims[3].dim_value or json.loads((folder / GENERATION_FILE).read_text())["head_dim"]
+    return int(weights + 2 * layers * kv_heads * head_dim * 4 * context)

@@ -1,0 +1,112 @@
+"""Package stage: one model variant as a self-contained bundle for a device.
+
+The bundle holds only what the runtime needs (ONNX model and its data, tokenizer.json, the label
+map or generation settings), the recipe, the metrics measured for this variant, a short README,
+and a manifest with the sha256 of every file, which the runtime checks before loading.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from edgeft import EdgeftError
+from edgeft.core.artifacts import (
+    input_ref,
+    is_up_to_date,
+    read_manifest,
+    stage_output,
+    up_to_date,
+    variant_name,
+    write_manifest,
+)
+from edgeft.core.recipe import dump_recipe
+from edgeft.core.tasks import get_task
+from edgeft.runtime.files import BUNDLE_README, RECIPE_FILE, REPORT_JSON, RUNTIME_FILES
+
+
+def bench_metrics(report_path: Path | None, name: str) -> dict:
+    """What the bench measured for this variant: quality, latency at each thread count, size, RSS."""
+    if report_path is None or not report_path.exists():
+        return {}
+    report = json.loads(report_path.read_text())
+    entry = next((v for v in report["variants"] if v["name"] == name), None)
+    if entry is None:
+        return {}
+    return {"quality": entry["metrics"], "latency": entry["latency_ms"], "throughput": entry["throughput"],
+            "size_bytes": entry["size_bytes"], "peak_rss_bytes": entry["peak_rss_bytes"],
+            "machine": report["machine"], "timed": report["timed"]}
+
+
+DEVICE_README = """# {name}: an edgeft bundle
+
+{what}. Made by edgeft from recipe `{recipe}`; variant `{variant}`.
+
+Files: {files}. `manifest.json` lists the sha256 of every file; the runtime checks them before it
+loads anything and refuses a bundle with a missing or changed file.
+
+## Run it (needs only onnxruntime, tokenizers and numpy)
+
+```python
+from edgeft.runtime import load
+model = load("{folder}")
+{usage}
+```
+
+or `edgeft {command} {folder} ...` from the command line.
+
+## Measured (see manifest.json, `metrics`)
+{measured}
+"""
+
+
+def package(recipe, variant_dir: Path, out: Path, *, bench_dir: Path | None = None, zip_bundle: bool = False,
+            force: bool = True) -> dict:
+    variant_dir = Path(variant_dir)
+    source = read_manifest(variant_dir, stage=("export", "quantize"), what="model to package")
+    if source.get("format") != "onnx":
+        raise EdgeftError(f"{variant_dir} is not an ONNX model: package an exported or quantized variant")
+    name = variant_name(source)
+    report = Path(bench_dir) / REPORT_JSON if bench_dir else variant_dir.parent.parent / "bench" / REPORT_JSON
+    if not report.exists() and source["stage"] == "export":
+        report = variant_dir.parent / "bench" / REPORT_JSON
+    inputs = [input_ref("variant", variant_dir, source)]
+    metrics = bench_metrics(report, name)
+    config = {"variant": name, "recipe": recipe.model_dump(mode="json"), "zip": zip_bundle,
+              "metrics": metrics}
+    if not force and is_up_to_date(out, inputs, config):
+        return up_to_date(out)
+
+    task = source["task"]
+    with stage_output(out) as tmp:
+        files = [f for f in RUNTIME_FILES if (variant_dir / f).exists()]
+        for f in files:
+            shutil.copy(variant_dir / f, tmp / f)
+        (tmp / RECIPE_FILE).write_text(dump_recipe(recipe))
+        (tmp / BUNDLE_README).write_text(device_readme(recipe, name, task, files, metrics, Path(out).name))
+        manifest = write_manifest(tmp, stage="package", task=task, inputs=inputs, config=config, metrics=metrics,
+                                  variant=name, format="onnx", labels=source.get("labels", []),
+                                  runtime="edgeft.runtime (onnxruntime, tokenizers, numpy)")
+    if zip_bundle:
+        shutil.make_archive(str(out), "zip", root_dir=out)
+    return manifest
+
+
+def device_readme(recipe, name: str, task: str, files: list[str], metrics: dict, folder: str) -> str:
+    what, usage = get_task(task).device_usage(recipe)
+    command = get_task(task).device_command
+    lines = []
+    for key, value in (metrics.get("quality") or {}).items():
+        if isinstance(value, float):
+            lines.append(f"- {key.replace('_', ' ')}: {value:.4f}")
+    for lat in metrics.get("latency", []):
+        if "decode_tokens_per_s" not in lat:
+            lines.append(f"- latency at batch 1, {lat['threads']} threads: p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f} ms")
+        else:
+            lines.append(f"- {lat['threads']} threads: time to first token {lat['ttft_ms']['median']:.0f} ms "
+                         f"({lat['prompt_tokens']}-token prompt), decode {lat['decode_tokens_per_s']['median']:.1f} tokens/s")
+    if metrics.get("machine"):
+        lines.append(f"- on: {metrics['machine'].get('cpu', '?')}, {metrics['machine'].get('cpus')} CPUs")
+    return DEVICE_README.format(name=recipe.name, what=what, recipe=recipe.name, variant=name,
+                                files=", ".join(files), folder=folder, usage=usage, command=command,
+                                measured="\n".join(lines) or "- (no bench results were found when packaging)")

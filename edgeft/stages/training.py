@@ -1,0 +1,114 @@
+"""The pieces of a training run that tune.py puts together: the model with its adapter, the
+optimizer, the batch size, the epoch's batches and the data-parallel rank check."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeft.core.batches import Examples, to_device
+from edgeft.core.console import say
+from edgeft.core.recipe import Recipe
+
+
+def build_model(base: Path, recipe: Recipe, task, labels: list[str], device):
+    """Base model (for QLoRA: NF4, held as the chosen mode) wrapped with a fresh LoRA adapter.
+    Returns the model and what was chosen, with the reason."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from edgeft.core.qlora import (
+        choose_mode,
+        count_parameters,
+        fused_cross_entropy,
+        nf4_config,
+        prepare_base,
+        set_checkpointing,
+    )
+
+    cfg = recipe.tune
+    on_cuda = device.type == "cuda"
+    checkpointing = on_cuda if cfg.gradient_checkpointing == "auto" else cfg.gradient_checkpointing
+    if cfg.method == "qlora":
+        mode, reason = choose_mode(cfg.qlora_mode, count_parameters(base), device.type)
+        model = task.load_model(base, labels, quantization_config=nf4_config(on_cuda),
+                                device_map={"": device.index or 0} if on_cuda else {"": "cpu"})
+        info = prepare_base(model, mode, device.type, checkpointing)
+        generic = getattr(model, "edgeft_generic_4bit_layers", [])
+        if generic and mode != "dequantized":
+            info["generic_4bit_layers"] = len(generic)
+            reason += (f"; {len(generic)} 4-bit layers whose shapes bitsandbytes' packed AVX512-BF16 kernel cannot "
+                       "hold run on its generic CPU path")
+    else:
+        reason = "lora on a 16-bit base" if on_cuda else "lora on an fp32 base"
+        model = task.load_model(base, labels, dtype=torch.bfloat16 if on_cuda else torch.float32)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        info = {"mode": "lora", "checkpointed_layers": set_checkpointing(model, checkpointing)}
+    info["fused_cross_entropy"] = task.supports_packing and fused_cross_entropy(model)
+    info["reason"] = reason
+    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=cfg.lora.target_modules,
+                      task_type=task.lora_task_type)
+    return get_peft_model(model, lora), info
+
+
+def make_optimizer(model, cfg, on_cuda: bool):
+    """Paged 8-bit AdamW for QLoRA on CUDA (bitsandbytes), AdamW otherwise."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if on_cuda and cfg.method == "qlora":
+        import bitsandbytes as bnb
+        return bnb.optim.PagedAdamW8bit(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+
+def rank_checksums(accelerator, model) -> list[str]:
+    """sha256 of the adapter weights on every rank: data-parallel training must leave them identical."""
+    import hashlib
+
+    import torch
+    from peft import get_peft_model_state_dict
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(get_peft_model_state_dict(model).items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    if accelerator.num_processes == 1:
+        return [digest.hexdigest()]
+    gathered = [None] * accelerator.num_processes
+    torch.distributed.all_gather_object(gathered, digest.hexdigest())
+    return gathered
+
+
+def pick_batch_size(requested, model, train: Examples, accelerator, fused: bool) -> int:
+    """The recipe's batch size, or with `auto` on CUDA the largest power of two (up to 64) whose
+    step on the longest examples fits in memory."""
+    if requested != "auto":
+        return requested
+    if accelerator.device.type != "cuda":
+        say("tune: batch_size auto needs CUDA; using 16 on CPU")
+        return 16
+    import torch
+    from accelerate.utils import find_executable_batch_size
+
+    longest = sorted(range(len(train)), key=lambda i: -train.lengths[i])
+
+    @find_executable_batch_size(starting_batch_size=64)
+    def probe(batch_size):
+        batch = to_device(train.batch(train.batches(batch_size, 0)[0] if train.packing else longest[:batch_size]),
+                          accelerator.device)
+        loss, _ = train.loss(model, batch, fused)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        return batch_size
+
+    chosen = probe()
+    say(f"tune: batch_size auto: {chosen} fits")
+    return chosen
+
+
+def epoch_batches(examples: Examples, batch_size: int, seed: int, world: int) -> list[list]:
+    batches = examples.batches(batch_size, seed)
+    full = [b for b in batches if len(b) == batch_size] or batches  # equal shapes across ranks
+    return full[:len(full) - len(full) % world] if len(full) >= world else full
