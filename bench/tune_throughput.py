@@ -11,7 +11,7 @@ memory (GPU: torch.cuda.max_memory_allocated; CPU: the process's VmHWM), and the
 step, which must match the plain recipe's. Writes bench/results/tune_throughput_<device>.json.
 
 plain: NF4 + prepare_model_for_kbit_training (fp32 upcasts) + gradient checkpointing (GPU) +
-sdpa + paged 8-bit AdamW (GPU). edgeft modes: see edgeft/qlora.py (dequantized: NF4 weights
+sdpa + paged 8-bit AdamW (GPU). edgeft modes: see edgeft/core/qlora.py (dequantized: NF4 weights
 dequantized once to bf16; 4bit: weights stay NF4; both without the fp32 upcasts, with fused
 linear cross-entropy where liger-kernel is installed, reentrant checkpointing on GPU).
 """

@@ -132,5 +132,7 @@ def gen_run(tiny_llama, tmp_path_factory):
     from edgeft.pipeline import run_pipeline
 
     run_dir = tmp_path_factory.mktemp("gen-run")
-    recipe = recipe_from_dict(generation_recipe(tiny_llama))
+    # the base inside the run folder, as `edgeft run` puts an imported GGUF: lineage paths are relative
+    base = copy_tree(tiny_llama, run_dir / "base")
+    recipe = recipe_from_dict(generation_recipe(base))
     return run_dir, recipe, run_pipeline(recipe, run_dir, progress=False)

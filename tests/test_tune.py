@@ -27,18 +27,24 @@ def edgeft(*args, **kw):
                             stderr=subprocess.PIPE, text=True, **kw)
 
 
+def interrupt_at_first_checkpoint(args: list, progress, timeout: float = 180) -> tuple[int, str]:
+    """Start `edgeft tune ARGS`, press Ctrl-C as soon as it has written a checkpoint."""
+    proc = edgeft("tune", *args)
+    deadline = time.time() + timeout
+    while not progress.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode, err
+
+
 def test_resume_after_interrupt_gives_the_same_adapter_as_an_uninterrupted_run(tmp_path, tiny_bert, sms_data):
     settings = {"max_steps": 120, "checkpoint_every": 5, "batch_size": 8}
     recipe_file = write_recipe(tmp_path / "r.yaml", classification_recipe(tiny_bert, tune=settings))
     out = tmp_path / "tuned"
     progress = tmp_path / "tuned.partial" / "checkpoint" / "progress.json"
-    proc = edgeft("tune", sms_data, "-o", out, "-r", recipe_file)
-    deadline = time.time() + 120
-    while not progress.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    returncode, err = interrupt_at_first_checkpoint([sms_data, "-o", out, "-r", recipe_file], progress)
+    assert returncode == 130, err
     assert "interrupted" in err and not out.exists()
     stopped_at = json.loads(progress.read_text())["step"]
     assert 0 < stopped_at < 120
@@ -102,12 +108,8 @@ def test_resume_from_an_epoch_boundary_with_gradient_accumulation(tmp_path, tiny
     recipe_file = write_recipe(tmp_path / "r.yaml", classification_recipe(tiny_bert, tune=settings))
     out = tmp_path / "tuned"
     progress = tmp_path / "tuned.partial" / "checkpoint" / "progress.json"
-    proc = edgeft("tune", sms_data, "-o", out, "-r", recipe_file)
-    deadline = time.time() + 180
-    while not progress.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
+    returncode, err = interrupt_at_first_checkpoint([sms_data, "-o", out, "-r", recipe_file], progress)
+    assert returncode == 130, err
     saved = json.loads(progress.read_text())
     assert saved["epoch"] == 1 and saved["batch_in_epoch"] == 0 and saved["step"] == steps // 2
     shutil.copytree(tmp_path / "tuned.partial", tmp_path / "kept")  # what the interrupted run left

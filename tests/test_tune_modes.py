@@ -1,4 +1,4 @@
-"""How QLoRA holds its base (edgeft/qlora.py), partial checkpointing, and data-parallel training."""
+"""How QLoRA holds its base (edgeft/core/qlora.py), partial checkpointing, and data-parallel training."""
 import json
 import socket
 import subprocess

@@ -46,6 +46,14 @@ def flat_rows(report: dict) -> list[dict]:
     return out
 
 
+def plot_points(rows: list[dict], threads: int, x: str, y: str, xlabel: str, ylabel: str) -> dict:
+    """The plot's points: one per model that was timed at `threads` (x from its latency row, y
+    from its metrics)."""
+    points = [{"name": v["name"], "x": lat[x], "y": v["metrics"][y]}
+              for v in rows if "error" not in v for lat in v["latency_ms"] if lat["threads"] == threads]
+    return {"xlabel": f"{xlabel}, {threads} threads", "ylabel": ylabel, "points": points}
+
+
 def plot(report: dict, path: Path) -> None:
     """Quality against speed, one point per model (the points come from the task)."""
     import matplotlib

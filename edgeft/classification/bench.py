@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from edgeft.benchkit.plan import BenchPlan, BenchResults
-from edgeft.benchkit.report import mib
+from edgeft.benchkit.report import mib, plot_points
 from edgeft.benchkit.stats import percentiles_ms, spread
 from edgeft.classification.runners import RUNNER_ORT, RUNNER_TORCH
 from edgeft.core.artifacts import model_bytes
@@ -43,7 +43,8 @@ def bench_plan(recipe, models: list, data_dir: Path) -> BenchPlan:
                   "timed": "model call only, at batch 1 on real test texts (tokenization done beforehand); "
                            f"throughput at batch {cfg.batch_size}; each (variant, threads) in its own process, "
                            f"variants interleaved over {cfg.rounds} rounds", "variants": rows}
-        return {**report, "table": table(report, cfg.threads), "plot": plot_points(rows, top)}
+        plot = plot_points(rows, top, "p50", "accuracy", "batch-1 p50 latency (ms)", "accuracy")
+        return {**report, "table": table(report, cfg.threads), "plot": plot}
 
     return BenchPlan(models=models, specs=specs, score=score, build=build,
                      quality={name: (f"{name}@{top}", ("classify", {"texts": texts, "batch_size": cfg.batch_size}))
@@ -96,9 +97,3 @@ def table(report: dict, threads: list[int]) -> dict:
         row.append(mib(max(v["peak_rss_bytes"].values())) if v["peak_rss_bytes"] else "-")
         rows.append(row)
     return {"headers": headers, "rows": rows}
-
-
-def plot_points(rows: list[dict], top: int) -> dict:
-    points = [{"name": v["name"], "x": lat["p50"], "y": v["metrics"]["accuracy"]}
-              for v in rows if "error" not in v for lat in v["latency_ms"] if lat["threads"] == top]
-    return {"xlabel": f"batch-1 p50 latency (ms), {top} threads", "ylabel": "accuracy", "points": points}

@@ -172,6 +172,15 @@ def folder_ref(role: str, folder: Path) -> dict:
     return input_ref(role, folder, {"stage": "external", "files": hash_files(folder)})
 
 
+def carried_ref(manifest: dict, role: str) -> dict:
+    """An input of an artifact, to record as an input of the next one: its path resolved from the
+    artifact that recorded it (a relative path means nothing anywhere else)."""
+    ref = next((r for r in manifest.get("inputs", []) if r["role"] == role), None)
+    if ref is None:
+        raise EdgeftError(f"the {manifest.get('stage')} manifest names no '{role}' input")
+    return {**ref, "path": str(resolve_input(manifest, ref))}
+
+
 def lineage_input(manifest: dict, role: str) -> Path:
     """The folder an artifact was made from, checked to still hold the same content."""
     ref = next((r for r in manifest.get("inputs", []) if r["role"] == role), None)

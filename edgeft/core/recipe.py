@@ -53,7 +53,7 @@ class LoraSection(Section):
 class TuneSection(Section):
     method: Literal["lora", "qlora"] = "qlora"
     qlora_mode: Literal["auto", "plain", "dequantized", "4bit"] = Field(
-        "auto", description="how the NF4 base is held (see edgeft/qlora.py); auto picks from model size and free memory")
+        "auto", description="how the NF4 base is held (see edgeft/core/qlora.py); auto picks from model size and free memory")
     gradient_checkpointing: Union[Literal["auto"], bool, int] = Field(
         "auto", description="true, false, or how many layers to checkpoint; auto: all on CUDA, none on CPU")
     lora: LoraSection = LoraSection()

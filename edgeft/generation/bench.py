@@ -10,6 +10,7 @@ from pathlib import Path
 
 from edgeft import EdgeftError
 from edgeft.benchkit.plan import BenchPlan, BenchResults
+from edgeft.benchkit.report import plot_points
 from edgeft.benchkit.stats import memory_bandwidth, percentiles_ms, spread
 from edgeft.core.artifacts import find_in_lineage, model_bytes
 from edgeft.core.metrics import exact_match, perplexity
@@ -61,7 +62,8 @@ def bench_plan(recipe, variants: list, data_dir: Path) -> BenchPlan:
             "quality": f"exact match of the greedy answer (at most {cfg.max_new_tokens_eval} tokens) on {len(test)} "
                        "held-out chats; NLL/perplexity of the reference answer tokens (teacher forced)",
             "memory_bandwidth_gb_s": {str(t): b / 1e9 for t, b in bandwidth.items()}}
-        return {**report, "table": table(rows, top), "plot": plot_points(rows, top)}
+        plot = plot_points(rows, top, "ms_per_token_p50", "exact_match", "decode ms/token (p50)", "exact match")
+        return {**report, "table": table(rows, top), "plot": plot}
 
     evaluate = ("evaluate", {"prompts": prompts, "answers": answers, "max_new_tokens": cfg.max_new_tokens_eval})
     return BenchPlan(models=models, specs=specs, score=score, build=build,
@@ -144,12 +146,6 @@ def table(variants: list[dict], top: int) -> dict:
         rows.append(row)
     return {"headers": headers, "rows": rows}
 
-
-
-def plot_points(rows: list[dict], top: int) -> dict:
-    points = [{"name": v["name"], "x": lat["ms_per_token_p50"], "y": v["metrics"]["exact_match"]}
-              for v in rows if "error" not in v for lat in v["latency_ms"] if lat["threads"] == top]
-    return {"xlabel": f"decode ms/token (p50), {top} threads", "ylabel": "exact match", "points": points}
 
 
 def bytes_per_token(folder: Path, fmt: str, context: int) -> int:

@@ -97,7 +97,7 @@ class OrtGenerator:
 
 
 class TorchChat:
-    """The same interface as runtime_gen.Generator.stream, for a PyTorch folder (merged or imported)."""
+    """The same interface as runtime.Generator.stream, for a PyTorch folder (merged or imported)."""
 
     def __init__(self, folder: Path, threads: int | None = None):
         import torch

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from edgeft import EdgeftError
 from edgeft.core.artifacts import (
+    carried_ref,
     input_ref,
     is_up_to_date,
     lineage_input,
@@ -33,7 +34,7 @@ BATCH = 16
 def merge(recipe: Recipe, tune_dir: Path, out: Path, *, force: bool = True) -> dict:
     tuned = read_manifest(tune_dir, stage="tune", what="tune output")
     task, labels = get_task(tuned["task"]), tuned.get("labels", [])
-    inputs = [input_ref("adapter", tune_dir, tuned), next(r for r in tuned["inputs"] if r["role"] == "base_model")]
+    inputs = [input_ref("adapter", tune_dir, tuned), carried_ref(tuned, "base_model")]
     config = {"task": task.name, **recipe.merge.model_dump(mode="json")}
     if not force and is_up_to_date(out, inputs, config):
         return up_to_date(out)
