@@ -112,6 +112,7 @@ def run(recipe_ref, out, overrides, force):
     Stages whose output matches their inputs are skipped; an interrupted tune resumes.
     """
     from edgeft.benchkit.report import table
+    from edgeft.runtime.files import REPORT_JSON, REPORT_PLOT, RUN_LOG
 
     recipe = load(recipe_ref, overrides)
     run_dir = out or Path("runs") / recipe.name
@@ -119,8 +120,8 @@ def run(recipe_ref, out, overrides, force):
         from edgeft.pipeline import run_pipeline
         report = run_pipeline(recipe, run_dir, force=force)
     click.echo(table(report))
-    click.echo(f"\nreports: {run_dir / 'bench'}/report.{{json,csv,md}}, accuracy_latency.png; "
-               f"bundle: {run_dir / 'package'}; log: {run_dir / 'edgeft.log'}")
+    click.echo(f"\nreports: {run_dir / 'bench' / REPORT_JSON} (and .csv, .md, {REPORT_PLOT}); "
+               f"bundle: {run_dir / 'package'}; log: {run_dir / RUN_LOG}")
 
 
 @cli.command()
@@ -230,7 +231,9 @@ def render(report: dict, folder: Path, fmt: str) -> str:
 
     if fmt == "table":
         return table(report)
-    return (Path(folder) / {"json": "report.json", "csv": "report.csv", "md": "report.md"}[fmt]).read_text()
+    from edgeft.runtime.files import REPORT_CSV, REPORT_JSON, REPORT_MD
+
+    return (Path(folder) / {"json": REPORT_JSON, "csv": REPORT_CSV, "md": REPORT_MD}[fmt]).read_text()
 
 
 @cli.command()
@@ -243,7 +246,9 @@ def report(bench_dir, fmt):
     from edgeft.runtime.bundle import read_manifest
 
     read_manifest(bench_dir, stage="bench", what="bench folder")
-    click.echo(render(json.loads((Path(bench_dir) / "report.json").read_text()), bench_dir, fmt))
+    from edgeft.runtime.files import REPORT_JSON
+
+    click.echo(render(json.loads((Path(bench_dir) / REPORT_JSON).read_text()), bench_dir, fmt))
 
 
 @cli.command(name="import")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,12 @@ def cls_run(tiny_bert, tmp_path_factory):
     recipe = recipe_from_dict(classification_recipe(tiny_bert))
     report = run_pipeline(recipe, run_dir, progress=False)
     return run_dir, recipe, report
+
+
+def default_sigint():
+    """For subprocesses that a test interrupts: a shell runs background jobs with SIGINT ignored, and
+    Python then installs no Ctrl-C handler; give the child the default disposition, as a terminal would."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def copy_tree(src: Path, dst: Path) -> Path:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 from click.testing import CliRunner
-from conftest import classification_recipe, write_recipe
+from conftest import classification_recipe, default_sigint, write_recipe
 
 from edgeft import EdgeftError
 from edgeft.benchkit.plan import BenchPlan, run_plan
@@ -105,7 +105,7 @@ def test_a_bug_in_edgeft_is_an_internal_error_with_its_traceback_in_a_log(tmp_pa
 
 def edgeft_run(*args):
     return subprocess.Popen([sys.executable, "-m", "edgeft.cli", "run", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
 
 
 def interrupt_at(proc, stage: str, timeout: float = 300) -> str:

@@ -6,7 +6,7 @@ import sys
 import time
 
 import pytest
-from conftest import classification_recipe, write_recipe
+from conftest import classification_recipe, default_sigint, write_recipe
 from safetensors.torch import load_file
 
 from edgeft import EdgeftError
@@ -24,7 +24,7 @@ def sms_data(tmp_path_factory, tiny_bert):
 
 def edgeft(*args, **kw):
     return subprocess.Popen([sys.executable, "-m", "edgeft.cli", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint, **kw)
 
 
 def interrupt_at_first_checkpoint(args: list, progress, timeout: float = 180) -> tuple[int, str]:

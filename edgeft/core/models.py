@@ -5,6 +5,7 @@ import importlib.util
 from pathlib import Path
 
 from edgeft import EdgeftError
+from edgeft.runtime.files import HF_CONFIG_FILE
 
 # alias -> (package, how to find the weights inside it, what it is)
 MODEL_ALIASES = {
@@ -42,7 +43,7 @@ def resolve_model(ref: str, field: str = "model.base") -> Path:
         raise EdgeftError(f"{field}: model not found: {ref} (not a path, nor an alias: {known})")
     if path.is_file() and path.suffix != ".gguf":
         raise EdgeftError(f"{field}: {ref} is a file but not a .gguf; give a Hugging Face model folder or a GGUF file")
-    if path.is_dir() and not (path / "config.json").exists():
+    if path.is_dir() and not (path / HF_CONFIG_FILE).exists():
         raise EdgeftError(f"{field}: {ref} has no config.json: not a Hugging Face model folder")
     return path
 
