@@ -87,7 +87,8 @@ def write_reports(report: dict, folder: Path) -> None:
         writer.writerows(rows)
     header = [f"# {report['recipe']}: bench", "", f"- timed: {report['timed']}",
               f"- machine: {report['machine'].get('cpu', report['machine'].get('machine'))}, "
-              f"{report['machine'].get('cpus')} CPUs", f"- test examples: {report['test_examples']}", ""]
+              f"{report['machine'].get('cpus')} CPUs ({', '.join(report['machine'].get('isa', [])) or 'ISA unknown'})",
+              f"- test examples: {report['test_examples']}", ""]
     failed = [f"- failed: {v['name']}: {v['error']}" for v in report["variants"] if "error" in v]
     (folder / REPORT_MD).write_text("\n".join(header + failed + [""] * bool(failed)) + table(report, "github") + "\n")
     plot(report, folder / REPORT_PLOT)

@@ -42,16 +42,18 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "asimd", "sve")
+
+
 def machine_info() -> dict[str, Any]:
     info = {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count()}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    with contextlib.suppress(ImportError, Exception):
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        info["cpu"] = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+        flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
+        # what decides which kernels run (onnxruntime int8/int4, bitsandbytes): a model name alone may not say
+        info["isa"] = [f for f in CPU_FEATURES if f in flags]
+    with contextlib.suppress(ImportError):
         import psutil
         info["memory_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
     return info
