@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from edgeft import EdgeftError, __version__
-from edgeft.runtime.bundle import hash_files, read_manifest, sha256_file, verify_files
+from edgeft.runtime.bundle import hash_files, read_manifest, sha256_file
 from edgeft.runtime.files import MANIFEST, MODEL_FILE_SUFFIXES, PARTIAL_SUFFIX, RECIPE_FILE
 
 FORMAT_VERSION = 1
-__all__ = ["hash_files", "read_manifest", "sha256_file", "verify_files"]  # re-exported for the host side
+__all__ = ["read_manifest", "sha256_file"]  # the runtime's, re-exported for the host side
 _VERSIONED = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "optimum", "optimum-onnx",
               "onnx", "onnxruntime", "onnxruntime-genai", "tokenizers", "numpy")
 

@@ -16,12 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Iterator
 
-LOGGER = "edgeft"
 _console = None  # the terminal, while quiet() redirects stderr
-
-
-def log() -> logging.Logger:
-    return logging.getLogger(LOGGER)
 
 
 def say(message: str) -> None:
@@ -33,11 +28,6 @@ def say(message: str) -> None:
 def terminal():
     """Where progress bars go: the terminal even while stderr is redirected to the log."""
     return _console or sys.stderr
-
-
-class _ToTerminal(logging.Handler):
-    def emit(self, record):
-        say(self.format(record))
 
 
 @contextlib.contextmanager
