@@ -30,6 +30,17 @@ def terminal():
     return _console or sys.stderr
 
 
+def progress(total: int, desc: str, unit: str, enabled: bool = True, **kwargs):
+    """A progress bar on the terminal; redrawn at most every 30 s when the terminal is a pipe or a
+    file (a CI log), so that a long stage leaves a few lines there, not thousands of redraws."""
+    from tqdm.auto import tqdm
+
+    stream = terminal()
+    interactive = hasattr(stream, "isatty") and stream.isatty()
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, file=stream, dynamic_ncols=interactive,
+                mininterval=0.1 if interactive else 30, **kwargs)
+
+
 @contextlib.contextmanager
 def quiet(log_file: Path, verbose: bool = False) -> Iterator[None]:
     """Send everything but edgeft's own messages to `log_file` while the block runs."""

@@ -26,7 +26,8 @@ from edgeft.core.artifacts import (
     variant_name,
     write_manifest,
 )
-from edgeft.core.console import say, terminal
+from edgeft.core.console import progress as console_progress
+from edgeft.core.console import say
 from edgeft.core.recipe import Recipe
 from edgeft.core.tasks import get_task
 from edgeft.runtime.files import MANIFEST, REPORT_JSON
@@ -66,8 +67,6 @@ def previous_report(out: Path, inputs: list, config: dict) -> dict | None:
 
 
 def bench(recipe: Recipe, folders: list[Path], out: Path, *, force: bool = True, progress: bool = True) -> dict:
-    from tqdm.auto import tqdm
-
     cfg = recipe.bench
     variants = [v for v in discover(folders) if cfg.include_pytorch or v[2]["stage"] != "merge"]
     task = get_task(variants[0][2]["task"])
@@ -77,7 +76,7 @@ def bench(recipe: Recipe, folders: list[Path], out: Path, *, force: bool = True,
         return done
     plan = task.bench_plan(recipe, variants, find_in_lineage(variants[0][2], "data"))
     say(f"bench: {plan.summary}")
-    bar = tqdm(total=steps(plan, cfg.rounds), desc="bench", unit="run", disable=not progress, file=terminal())
+    bar = console_progress(steps(plan, cfg.rounds), "bench", "run", progress)
     results = run_plan(plan, cfg.rounds, bar)
     bar.close()
     report = {"task": task.name, "recipe": recipe.name, "threads": cfg.threads, **plan.build(results),

@@ -29,6 +29,7 @@ from edgeft.core.artifacts import (
     write_manifest,
 )
 from edgeft.core.batches import to_device
+from edgeft.core.console import progress as console_progress
 from edgeft.core.console import say, terminal
 from edgeft.core.models import is_gguf, resolve_model
 from edgeft.core.recipe import Recipe
@@ -194,10 +195,8 @@ def restore(run: Run, run_key: str) -> TrainState:
 
 
 def progress_bar(run: Run, state: TrainState, progress: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=run.total_steps, initial=state.step, desc=f"tune {run.recipe.tune.method}", unit="step",
-                disable=not (progress and run.main), dynamic_ncols=True, file=terminal())
+    return console_progress(run.total_steps, f"tune {run.recipe.tune.method}", "step", progress and run.main,
+                            initial=state.step)
 
 
 def train_epoch(run: Run, state: TrainState, bar) -> None:
@@ -226,7 +225,7 @@ def train_epoch(run: Run, state: TrainState, bar) -> None:
         state.last_loss = loss.item()
         state.losses.append(round(state.last_loss, 6))
         bar.update(1)
-        bar.set_postfix(loss=f"{state.last_loss:.4f}", lr=f"{run.scheduler.get_last_lr()[0]:.1e}")
+        bar.set_postfix(loss=f"{state.last_loss:.4f}", lr=f"{run.scheduler.get_last_lr()[0]:.1e}", refresh=False)
         if state.step >= run.total_steps:
             break
         if state.step % run.recipe.tune.checkpoint_every == 0:
