@@ -312,7 +312,7 @@ def init(name, out, force):
     click.echo(f"{out}: a copy of the built-in recipe {name}; run it with: edgeft run {out}")
 
 
-for command in (cli_device.generate, cli_device.chat, cli_device.predict):
+for command in (cli_device.generate, cli_device.chat, cli_device.predict, cli_device.verify):
     cli.add_command(command)
 
 

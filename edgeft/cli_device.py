@@ -116,3 +116,19 @@ def read_texts(path: Path) -> list[str]:
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise EdgeftError(f"{path}:{number}: expected a JSON object with a 'text' field") from None
     return texts
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+def verify(bundle):
+    """Check BUNDLE before trusting it: every file's sha256 against its manifest, and its tokenizer
+    against the ids recorded for sample texts when it was packaged (a tokenizer that behaves
+    differently here would feed the model other tokens)."""
+    from edgeft.runtime.bundle import read_manifest
+    from edgeft.runtime.selfcheck import verify_tokenizer
+
+    manifest = read_manifest(bundle, what="bundle")
+    samples = verify_tokenizer(bundle)
+    click.echo(f"{bundle}: {len(manifest['files'])} files match their sha256; "
+               + (f"the tokenizer gives the recorded ids for all {samples} sample texts" if samples
+                  else "no tokenizer self-test (not a packaged bundle)"))

@@ -25,7 +25,11 @@ def test_bundle_holds_the_runtime_files_hashes_recipe_and_measurements(cls_bundl
     run_dir, recipe, report = cls_run
     manifest = read_manifest(cls_bundle, stage="package")
     assert set(manifest["files"]) == {"model.onnx", "tokenizer.json", "labels.json", "preprocess.json", "recipe.yaml",
-                                      "README.md"}
+                                      "README.md", "eval.jsonl", "tokenizer_check.json"}
+    # the evaluation slice is the head of the held-out test split, as it is
+    test = (run_dir / "data/test.jsonl").read_text().splitlines()
+    shipped = (cls_bundle / "eval.jsonl").read_text().splitlines()
+    assert shipped == test[:recipe.package.eval_samples] and manifest["self_checks"]["eval_examples"] == len(shipped)
     preprocess = json.loads((cls_bundle / "preprocess.json").read_text())
     assert preprocess["max_length"] == recipe.data.max_length and preprocess["truncation_side"] == "right"
     measured = next(v for v in report["variants"] if v["name"] == "int8-dynamic")
@@ -134,3 +138,34 @@ def test_generation_bundle_streams_through_the_runtime(gen_run, tmp_path):
     assert json.loads(streamed) == text and greedy
     wrong = CliRunner().invoke(cli, ["predict", str(bundle), "hello"])
     assert wrong.exit_code == 2 and "holds a 'generation' model, not a classifier" in wrong.output
+
+
+def test_verify_checks_hashes_and_the_tokenizer_against_its_recorded_ids(cls_bundle, gen_run, tmp_path):
+    from edgeft.core.artifacts import write_manifest
+
+    ok = CliRunner().invoke(cli, ["verify", str(cls_bundle)])
+    assert ok.exit_code == 0
+    samples = len(json.loads((cls_bundle / "tokenizer_check.json").read_text())["samples"])
+    assert ok.output.strip() == f"{cls_bundle}: 8 files match their sha256; the tokenizer gives the recorded ids " \
+                                f"for all {samples} sample texts" and samples == 11
+
+    run_dir, recipe, _ = gen_run
+    bundle = tmp_path / "gen"
+    package(recipe, run_dir / "quantize/int4", bundle, bench_dir=run_dir / "bench")
+    check = json.loads((bundle / "tokenizer_check.json").read_text())
+    # change one merge of the BPE tokenizer, then rewrite the manifest as a careless copy would: the hashes
+    # pass, the ids do not
+    tokenizer = json.loads((bundle / "tokenizer.json").read_text())
+    merges = tokenizer["model"]["merges"]
+    used = next(i for i, m in enumerate(merges) if (m if isinstance(m, str) else " ".join(m)) == "Ġ t")
+    del merges[used]
+    (bundle / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False))
+    manifest = read_manifest(bundle, verify=False)
+    write_manifest(bundle, stage="package", task="generation", inputs=[], config=manifest["config"])
+    first_changed = next(s["text"] for s in check["samples"] if " t" in s["text"])
+    result = CliRunner().invoke(cli, ["verify", str(bundle)])
+    assert result.exit_code == 2
+    assert f"tokenizer.json tokenizes {first_changed!r} differently than when the bundle was made" in result.output
+    from edgeft.runtime import load
+    with pytest.raises(EdgeftError, match="differently than when the bundle was made"):
+        load(bundle)

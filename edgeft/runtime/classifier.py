@@ -13,6 +13,7 @@ import numpy as np
 from edgeft.runtime.bundle import expect_task, read_manifest
 from edgeft.runtime.files import LABELS_FILE, ONNX_FILE, PREPROCESS_FILE
 from edgeft.runtime.onnx import load_tokenizer, read_json, session
+from edgeft.runtime.selfcheck import verify_tokenizer
 
 
 class Classifier:
@@ -22,6 +23,7 @@ class Classifier:
         folder = Path(folder)
         if verify:  # callers that already checked the folder (the bench) pass verify=False
             expect_task(read_manifest(folder, what="model"), "classification", "a classifier")
+            verify_tokenizer(folder)
         self.labels = read_json(folder / LABELS_FILE, "the label map")["labels"]
         self.preprocess = read_json(folder / PREPROCESS_FILE, "the preprocessing settings (max_length, truncation)")
         self.tokenizer = load_tokenizer(folder, self.preprocess["max_length"], self.preprocess["truncation_side"])

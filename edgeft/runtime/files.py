@@ -46,6 +46,8 @@ REPORT_PLOT = "accuracy_latency.png"
 # package artifact
 BUNDLE_README = "README.md"
 RECIPE_FILE = "recipe.yaml"
+TOKENIZER_CHECK_FILE = "tokenizer_check.json"  # ids of sample texts at package time: the device checks them
+EVAL_FILE = "eval.jsonl"  # a slice of the held-out test split, so the device can measure accuracy
 
 # run folder
 RUN_LOCK = ".edgeft.lock"

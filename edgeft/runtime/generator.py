@@ -20,6 +20,7 @@ from edgeft import EdgeftError
 from edgeft.runtime.bundle import expect_task, read_manifest
 from edgeft.runtime.files import GENERATION_FILE, ONNX_FILE, PREFILL_FILE
 from edgeft.runtime.onnx import load_tokenizer, read_json, session
+from edgeft.runtime.selfcheck import verify_tokenizer
 
 
 def format_chat(messages: list[dict], chat: dict) -> str:
@@ -40,6 +41,7 @@ class Generator:
         folder = Path(folder)
         if verify:  # callers that already checked the folder (the bench) pass verify=False
             expect_task(read_manifest(folder, what="model"), "generation", "a text generator")
+            verify_tokenizer(folder)
         self.settings = read_json(folder / GENERATION_FILE, "the chat format and stop tokens")
         self.tokenizer = load_tokenizer(folder)
         self.stop_ids = set(self.settings["eos_token_ids"])

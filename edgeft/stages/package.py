@@ -12,6 +12,7 @@ from pathlib import Path
 
 from edgeft import EdgeftError
 from edgeft.core.artifacts import (
+    find_in_lineage,
     input_ref,
     is_up_to_date,
     read_manifest,
@@ -21,8 +22,10 @@ from edgeft.core.artifacts import (
     write_manifest,
 )
 from edgeft.core.recipe import dump_recipe
+from edgeft.core.splits import load_split
 from edgeft.core.tasks import get_task
-from edgeft.runtime.files import BUNDLE_README, RECIPE_FILE, REPORT_JSON, RUNTIME_FILES
+from edgeft.runtime.files import BUNDLE_README, EVAL_FILE, RECIPE_FILE, REPORT_JSON, RUNTIME_FILES
+from edgeft.runtime.selfcheck import record
 
 
 def bench_metrics(report_path: Path | None, name: str) -> dict:
@@ -83,13 +86,26 @@ def package(recipe, variant_dir: Path, out: Path, *, bench_dir: Path | None = No
         for f in files:
             shutil.copy(variant_dir / f, tmp / f)
         (tmp / RECIPE_FILE).write_text(dump_recipe(recipe))
+        checks = ship_self_checks(tmp, source, recipe.package.eval_samples)
         (tmp / BUNDLE_README).write_text(device_readme(recipe, name, task, files, metrics, Path(out).name))
         manifest = write_manifest(tmp, stage="package", task=task, inputs=inputs, config=config, metrics=metrics,
-                                  variant=name, format="onnx", labels=source.get("labels", []),
+                                  variant=name, format="onnx", labels=source.get("labels", []), self_checks=checks,
                                   runtime="edgeft.runtime (onnxruntime, tokenizers, numpy)")
     if zip_bundle:
         shutil.make_archive(str(out), "zip", root_dir=out)
     return manifest
+
+
+def ship_self_checks(folder: Path, source: dict, eval_samples: int) -> dict:
+    """An evaluation slice of the held-out test split (eval.jsonl) and the tokenizer's ids for some of
+    its texts (tokenizer_check.json), so that the device can check itself and measure its accuracy."""
+    rows = load_split(find_in_lineage(source, "data"), "test")[:eval_samples]
+    with open(folder / EVAL_FILE, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    texts = [r.get("text") or r["messages"][-2]["content"] for r in rows[:8]]
+    check = record(folder, texts)
+    return {"eval_examples": len(rows), "tokenizer_samples": len(check["samples"])}
 
 
 def device_readme(recipe, name: str, task: str, files: list[str], metrics: dict, folder: str) -> str:
