@@ -41,9 +41,10 @@ class Generator:
         folder = Path(folder)
         if verify:  # callers that already checked the folder (the bench) pass verify=False
             expect_task(read_manifest(folder, what="model"), "generation", "a text generator")
-            verify_tokenizer(folder)
         self.settings = read_json(folder / GENERATION_FILE, "the chat format and stop tokens")
         self.tokenizer = load_tokenizer(folder)
+        if verify:
+            verify_tokenizer(folder, self.tokenizer)
         self.stop_ids = set(self.settings["eos_token_ids"])
         self.session = session(folder / ONNX_FILE, threads)
         prefill = folder / PREFILL_FILE

@@ -18,10 +18,6 @@ from edgeft.runtime.onnx import load_tokenizer
 PROBES = ("Ünïcödé — naïve café, 10°C ½ 🙂", "  leading,\ttabs  and   spaces  ", "WINNER!! Call 0800-123-456 now :)")
 
 
-def encode(folder: Path, text: str) -> list[int]:
-    return load_tokenizer(folder).encode(text).ids
-
-
 def record(folder: Path, texts: list[str]) -> dict:
     """Write the ids of `texts` (and the probes) into the folder; returns what was written."""
     import tokenizers
@@ -33,16 +29,17 @@ def record(folder: Path, texts: list[str]) -> dict:
     return check
 
 
-def verify_tokenizer(folder: Path) -> int:
+def verify_tokenizer(folder: Path, tokenizer=None) -> int:
     """Raise EdgeftError naming the first sample whose ids changed; returns how many were checked
-    (0 when the folder carries no self-test, as export and quantize artifacts do not)."""
+    (0 when the folder carries no self-test, as export and quantize artifacts do not). `tokenizer`:
+    the folder's tokenizer already loaded, without truncation (saves loading it twice)."""
     import tokenizers
 
     path = Path(folder) / TOKENIZER_CHECK_FILE
     if not path.exists():
         return 0
     check = json.loads(path.read_text())
-    tokenizer = load_tokenizer(folder)
+    tokenizer = tokenizer or load_tokenizer(folder)
     for sample in check["samples"]:
         ids = tokenizer.encode(sample["text"]).ids
         if ids != sample["ids"]:
