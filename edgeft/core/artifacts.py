@@ -81,11 +81,8 @@ def portable_path(path: str, folder: Path) -> str:
     site-packages, the user's data file). The run folder is the artifact's parent, or its
     grandparent for artifacts grouped in a folder of a run (quantize/<variant>)."""
     target, out = Path(path).resolve(), final_folder(folder)
-    for anchor in (out.parent, out.parent.parent):
-        if anchor == out.parent or (anchor / RECIPE_FILE).exists():
-            if target.is_relative_to(anchor):
-                return os.path.relpath(target, out)
-    return str(target)
+    run = out.parent.parent if (out.parent.parent / RECIPE_FILE).exists() else out.parent
+    return os.path.relpath(target, out) if target.is_relative_to(run) else str(target)
 
 
 def resolve_input(manifest: dict, ref: dict) -> Path:
