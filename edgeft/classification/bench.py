@@ -2,17 +2,16 @@
 batch throughput per thread count, peak RSS; a majority-class baseline row."""
 from __future__ import annotations
 
-import statistics
 from collections import Counter
 from pathlib import Path
 
 from edgeft.benchkit.plan import BenchPlan, BenchResults
 from edgeft.benchkit.report import mib, plot_points
-from edgeft.benchkit.stats import percentiles_ms, spread
 from edgeft.classification.runners import RUNNER_ORT, RUNNER_TORCH
 from edgeft.core.artifacts import model_bytes
 from edgeft.core.metrics import classification_metrics
 from edgeft.core.splits import load_labels, load_split
+from edgeft.runtime.stats import latency_entry, throughput_entry
 
 
 def bench_plan(recipe, models: list, data_dir: Path) -> BenchPlan:
@@ -47,7 +46,9 @@ def bench_plan(recipe, models: list, data_dir: Path) -> BenchPlan:
         return {**report, "table": table(report, cfg.threads), "plot": plot}
 
     return BenchPlan(models=models, specs=specs, score=score, build=build,
-                     quality={name: (f"{name}@{top}", ("classify", {"texts": texts, "batch_size": cfg.batch_size}))
+                     # batch 1, as a device serves requests: dynamically quantized int8 scales activations per
+                     # batch, so padding next to other texts can change a prediction
+                     quality={name: (f"{name}@{top}", ("classify", {"texts": texts, "batch_size": 1}))
                               for name, _, _ in models},
                      speed={key: speed for key in specs},
                      summary=f"{len(models)} variants x threads {cfg.threads}, {len(texts)} test examples")
@@ -64,11 +65,8 @@ def model_row(name: str, path: Path, manifest: dict, cfg, results: BenchResults)
     for t in cfg.threads:
         key = f"{name}@{t}"
         rounds = results.timings[key]
-        seconds = [s for latency, _ in rounds for s in latency["seconds"]]
-        entry["latency_ms"].append({"threads": t, "batch_size": 1, **percentiles_ms(seconds),
-                                    "round_p50": spread([statistics.median(lat["seconds"]) * 1000 for lat, _ in rounds])})
-        entry["throughput"].append({"threads": t, "batch_size": cfg.batch_size,
-                                    "examples_per_s": spread([tp["examples_per_s"] for _, tp in rounds])})
+        entry["latency_ms"].append(latency_entry(t, [latency["seconds"] for latency, _ in rounds]))
+        entry["throughput"].append(throughput_entry(t, cfg.batch_size, [tp["examples_per_s"] for _, tp in rounds]))
         entry["peak_rss_bytes"][str(t)] = results.peaks.get(key, 0)
         entry["load_seconds"] = results.loaded[key]["load_seconds"]
     return entry

@@ -12,19 +12,19 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import platform
 import shutil
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
 from edgeft import EdgeftError, __version__
 from edgeft.runtime.bundle import hash_files, read_manifest, sha256_file
 from edgeft.runtime.files import MANIFEST, MODEL_FILE_SUFFIXES, PARTIAL_SUFFIX, RECIPE_FILE
+from edgeft.runtime.machine import library_versions as runtime_versions
+from edgeft.runtime.machine import machine_info
 
 FORMAT_VERSION = 1
-__all__ = ["read_manifest", "sha256_file"]  # the runtime's, re-exported for the host side
-_VERSIONED = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "optimum", "optimum-onnx",
+__all__ = ["machine_info", "read_manifest", "sha256_file"]  # the runtime's, re-exported for the host side
+_VERSIONED = ("edgeft-runtime", "torch", "transformers", "peft", "bitsandbytes", "accelerate", "optimum", "optimum-onnx",
               "onnx", "onnxruntime", "onnxruntime-genai", "tokenizers", "numpy")
 
 
@@ -33,30 +33,7 @@ def sha256_json(obj: Any) -> str:
 
 
 def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version(), "edgeft": __version__}
-    for name in _VERSIONED:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return versions
-
-
-CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "asimd", "sve")
-
-
-def machine_info() -> dict[str, Any]:
-    info = {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count()}
-    with contextlib.suppress(OSError):
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        info["cpu"] = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-        flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
-        # what decides which kernels run (onnxruntime int8/int4, bitsandbytes): a model name alone may not say
-        info["isa"] = [f for f in CPU_FEATURES if f in flags]
-    with contextlib.suppress(ImportError):
-        import psutil
-        info["memory_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
-    return info
+    return {"edgeft": __version__, **runtime_versions(_VERSIONED)}
 
 
 def fingerprint(manifest: dict) -> str:

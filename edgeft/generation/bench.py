@@ -5,19 +5,18 @@ fine-tune bought."""
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 
 from edgeft import EdgeftError
 from edgeft.benchkit.plan import BenchPlan, BenchResults
 from edgeft.benchkit.report import plot_points
-from edgeft.benchkit.stats import memory_bandwidth, percentiles_ms, spread
 from edgeft.core.artifacts import find_in_lineage, model_bytes
 from edgeft.core.metrics import exact_match, perplexity
 from edgeft.core.splits import load_split
 from edgeft.generation.chat import encode_chat
 from edgeft.generation.runners import RUNNER_ORT, RUNNER_TORCH
 from edgeft.runtime.files import GENERATION_FILE, HF_CONFIG_FILE, ONNX_FILE, SAFETENSORS_SUFFIX
+from edgeft.runtime.stats import decode_entry, memory_bandwidth
 
 
 def bench_plan(recipe, variants: list, data_dir: Path) -> BenchPlan:
@@ -97,16 +96,9 @@ def model_row(model: tuple, cfg, results: BenchResults, bandwidth: dict, prompt_
 
 
 def speed_row(runs: list[dict], threads: int, cfg, ceiling: float, prompt_tokens: int, bandwidth: float) -> dict:
-    steps = [s for run in runs for s in run["steps"]]
-    per_token = percentiles_ms(steps)
-    decode = spread([1 / statistics.median(run["steps"]) for run in runs])
-    ttft = [run["ttft"] for run in runs]
-    return {"threads": threads, "batch_size": 1, "prompt_tokens": prompt_tokens, "new_tokens": cfg.new_tokens,
-            "ttft_ms": spread([x * 1000 for x in ttft]), "prefill_tokens_per_s": spread([prompt_tokens / x for x in ttft]),
-            "decode_tokens_per_s": decode, "ms_per_token_p50": per_token["p50"], "ms_per_token_p90": per_token["p90"],
-            "p50": per_token["p50"], "p90": per_token["p90"], "p99": per_token["p99"],
-            "decode_ceiling_tokens_per_s": ceiling, "decode_fraction_of_ceiling": decode["median"] / ceiling,
-            "bandwidth_gb_s": bandwidth / 1e9}
+    entry = decode_entry(runs, threads, prompt_tokens, cfg.new_tokens)
+    return {**entry, "decode_ceiling_tokens_per_s": ceiling, "bandwidth_gb_s": bandwidth / 1e9,
+            "decode_fraction_of_ceiling": entry["decode_tokens_per_s"]["median"] / ceiling}
 
 
 def add_retention(rows: list[dict]) -> None:

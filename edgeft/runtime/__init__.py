@@ -1,6 +1,6 @@
 """Device-side runtime: load an edgeft ONNX folder (a bundle, or any export/quantize artifact) and
-run it with onnxruntime, tokenizers and numpy only. No torch, no transformers, and nothing else
-from edgeft but its error class.
+run it with onnxruntime, tokenizers and numpy only. No torch, no transformers, nothing from the
+rest of edgeft: this folder is the edgeft-runtime distribution (pyproject.toml beside this file).
 
     from edgeft.runtime import load
     model = load("bundle/")                  # verifies every file's sha256 first
@@ -12,20 +12,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeft import EdgeftError
-from edgeft.runtime.bundle import read_manifest
-from edgeft.runtime.classifier import Classifier
-from edgeft.runtime.generator import Generator
+from edgeft.runtime.errors import EdgeftError
 
-RUNTIMES = {"classification": Classifier, "generation": Generator}
+__version__ = "0.1.0"  # the edgeft-runtime distribution (pyproject.toml beside this file)
+# task -> runtime class; imported on first use, so that `import edgeft` (the CLI's --help) stays light
+RUNTIMES = {"classification": "edgeft.runtime.classifier:Classifier", "generation": "edgeft.runtime.generator:Generator"}
+
+
+def runtime_class(task: str):
+    import importlib
+
+    module, name = RUNTIMES[task].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def load(folder: Path | str, threads: int | None = None, verify: bool = True, **kwargs):
     """A Classifier or Generator for the folder, by the task its manifest names."""
+    from edgeft.runtime.bundle import read_manifest
+
     task = read_manifest(folder, verify=False, what="model").get("task")
     if task not in RUNTIMES:
         raise EdgeftError(f"{folder}: unknown task '{task}'")
-    return RUNTIMES[task](Path(folder), threads, verify=verify, **kwargs)
+    return runtime_class(task)(Path(folder), threads, verify=verify, **kwargs)
 
 
-__all__ = ["Classifier", "Generator", "load"]
+def __getattr__(name: str):
+    if name in ("Classifier", "Generator"):
+        return runtime_class({"Classifier": "classification", "Generator": "generation"}[name])
+    raise AttributeError(f"module 'edgeft.runtime' has no attribute '{name}'")
+
+
+__all__ = ["Classifier", "EdgeftError", "Generator", "load"]

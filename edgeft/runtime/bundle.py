@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgeft import EdgeftError
+from edgeft.runtime.errors import EdgeftError
 from edgeft.runtime.files import MANIFEST
 
 

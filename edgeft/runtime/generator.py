@@ -16,8 +16,8 @@ from typing import Iterator
 
 import numpy as np
 
-from edgeft import EdgeftError
 from edgeft.runtime.bundle import expect_task, read_manifest
+from edgeft.runtime.errors import EdgeftError
 from edgeft.runtime.files import GENERATION_FILE, ONNX_FILE, PREFILL_FILE
 from edgeft.runtime.onnx import load_tokenizer, read_json, session
 from edgeft.runtime.selfcheck import verify_tokenizer

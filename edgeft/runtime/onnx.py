@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgeft import EdgeftError
+from edgeft.runtime.errors import EdgeftError
 from edgeft.runtime.files import TOKENIZER_FILE
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgeft import EdgeftError
+from edgeft.runtime.errors import EdgeftError
 from edgeft.runtime.files import TOKENIZER_CHECK_FILE, TOKENIZER_FILE
 from edgeft.runtime.onnx import load_tokenizer
 
