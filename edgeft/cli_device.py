@@ -62,18 +62,13 @@ def generate(model_dir, prompt, max_new_tokens, threads):
 @click.option("--threads", type=int, default=None)
 def chat(model_dir, system, max_new_tokens, threads):
     """Chat with the text generator in MODEL_DIR in the terminal (empty line or Ctrl-D to leave)."""
-    generator = open_generator(model_dir, threads)
-    history = [{"role": "system", "content": system}] if system else []
-    click.echo("chat: an empty line or Ctrl-D ends it", err=True)
-    while True:
-        try:
-            text = input("> ").strip()
-        except EOFError:
-            break
-        if not text:
-            break
-        history.append({"role": "user", "content": text})
-        history.append({"role": "assistant", "content": stream_answer(generator, history, max_new_tokens)})
+    from edgeft.runtime.cli import chat_loop
+
+    chat_loop(open_generator(model_dir, threads), system, max_new_tokens, echo=_echo)
+
+
+def _echo(text: str = "", end: str = "\n", flush: bool = False) -> None:
+    click.echo(text + end, nl=False)
 
 
 @click.command()
@@ -90,32 +85,18 @@ def predict(bundle, texts, input_file, threads, as_json):
     checked against the bundle's manifest first, and the bundle's own preprocessing (max_length,
     truncation) is applied.
     """
-    import json
     import sys
 
     from edgeft.runtime import Classifier
     from edgeft.runtime.bundle import read_manifest
+    from edgeft.runtime.cli import predict_lines, read_texts
 
     read_manifest(bundle, stage=("package", "export", "quantize"), what="bundle", verify=False)
     model = Classifier(bundle, threads)
     lines = list(texts) or (read_texts(input_file) if input_file else
                             [line.rstrip("\n") for line in sys.stdin if line.strip()])
-    for text, (label, prob) in zip(lines, model.predict(lines)):
-        click.echo(json.dumps({"text": text, "label": label, "probability": round(prob, 4)}) if as_json
-                   else f"{label}\t{prob:.3f}\t{text}")
-
-
-def read_texts(path: Path) -> list[str]:
-    import json
-
-    texts = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                texts.append(json.loads(line)["text"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise EdgeftError(f"{path}:{number}: expected a JSON object with a 'text' field") from None
-    return texts
+    for line in predict_lines(model, lines, as_json):
+        click.echo(line)
 
 
 @click.command()
@@ -124,11 +105,6 @@ def verify(bundle):
     """Check BUNDLE before trusting it: every file's sha256 against its manifest, and its tokenizer
     against the ids recorded for sample texts when it was packaged (a tokenizer that behaves
     differently here would feed the model other tokens)."""
-    from edgeft.runtime.bundle import read_manifest
-    from edgeft.runtime.selfcheck import verify_tokenizer
+    from edgeft.runtime.cli import verify_message
 
-    manifest = read_manifest(bundle, what="bundle")
-    samples = verify_tokenizer(bundle)
-    click.echo(f"{bundle}: {len(manifest['files'])} files match their sha256; "
-               + (f"the tokenizer gives the recorded ids for all {samples} sample texts" if samples
-                  else "no tokenizer self-test (not a packaged bundle)"))
+    click.echo(verify_message(bundle))
