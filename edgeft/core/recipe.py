@@ -170,6 +170,8 @@ class BenchSection(Section):
 class PackageSection(Section):
     variant: Optional[str] = Field(None, description="variant to ship (default: the first quantized variant)")
     zip: bool = Field(False, description="also write <run>/package.zip")
+    with_runtime: bool = Field(True, description="put the edgeft-runtime wheel in the bundle, so that an offline "
+                                                 "device installs it with `pip install bundle/*.whl`")
     eval_samples: int = Field(200, ge=0, description="held-out test examples shipped in the bundle (eval.jsonl), so "
                                                       "that the device can measure accuracy on the user's own task")
 

@@ -16,15 +16,18 @@ from edgeft.core.artifacts import (
     input_ref,
     is_up_to_date,
     read_manifest,
+    sha256_json,
     stage_output,
     up_to_date,
     variant_name,
     write_manifest,
 )
 from edgeft.core.recipe import dump_recipe
-from edgeft.core.splits import load_split
+from edgeft.core.splits import load_labels, load_split
 from edgeft.core.tasks import get_task
-from edgeft.runtime.files import BUNDLE_README, EVAL_FILE, RECIPE_FILE, REPORT_JSON, RUNTIME_FILES
+from edgeft.core.wheel import build_runtime_wheel, runtime_source
+from edgeft.runtime.bundle import hash_files
+from edgeft.runtime.files import BUNDLE_README, EVAL_FILE, RECIPE_FILE, REPORT_JSON, RUNTIME_FILES, TOKENIZER_CHECK_FILE
 from edgeft.runtime.selfcheck import record
 
 
@@ -45,10 +48,23 @@ DEVICE_README = """# {name}: an edgeft bundle
 
 {what}. Made by edgeft from recipe `{recipe}`; variant `{variant}`.
 
-Files: {files}. `manifest.json` lists the sha256 of every file; the runtime checks them before it
-loads anything and refuses a bundle with a missing or changed file.
+Files: {files}. `manifest.json` lists the sha256 of every file; the runtime checks them, and the
+tokenizer against the ids recorded in `{check}`, before it loads anything, and refuses a bundle
+with a missing or changed file. `{eval}` holds {eval_examples} held-out test examples with their
+answers, so the device can measure the accuracy it really gets.
 
-## Run it (needs only onnxruntime, tokenizers and numpy)
+## On the device (needs Python 3.10+; onnxruntime, tokenizers and numpy come from its own index)
+
+```bash
+python3 -m venv ~/edgeft-venv && . ~/edgeft-venv/bin/activate
+{install}
+edgeft-runtime verify {folder}
+edgeft-runtime {command} {folder} ...
+edgeft-runtime bench {folder}        # cold start, speed, peak RSS and accuracy here (--json for the report)
+```
+
+From the host, `edgeft bench {folder} --on "ssh user@device" --install -o device-bench` copies the
+bundle, installs the runtime, measures it there and brings the report back.
 
 ```python
 from edgeft.runtime import load
@@ -56,15 +72,14 @@ model = load("{folder}")
 {usage}
 ```
 
-or `edgeft {command} {folder} ...` from the command line.
-
-## Measured (see manifest.json, `metrics`)
+## Measured on the host that made it (see manifest.json, `metrics`)
 {measured}
 """
 
 
 def package(recipe, variant_dir: Path, out: Path, *, bench_dir: Path | None = None, zip_bundle: bool = False,
             force: bool = True) -> dict:
+    """The bundle for `variant_dir`; with `package.with_runtime`, it carries the edgeft-runtime wheel."""
     variant_dir = Path(variant_dir)
     source = read_manifest(variant_dir, stage=("export", "quantize"), what="model to package")
     if source.get("format") != "onnx":
@@ -75,8 +90,9 @@ def package(recipe, variant_dir: Path, out: Path, *, bench_dir: Path | None = No
         report = variant_dir.parent / "bench" / REPORT_JSON
     inputs = [input_ref("variant", variant_dir, source)]
     metrics = bench_metrics(report, name)
+    with_runtime = recipe.package.with_runtime
     config = {"variant": name, "recipe": recipe.model_dump(mode="json"), "zip": zip_bundle,
-              "metrics": metrics}
+              "metrics": metrics, "runtime_source": runtime_fingerprint() if with_runtime else None}
     if not force and is_up_to_date(out, inputs, config):
         return up_to_date(out)
 
@@ -87,10 +103,11 @@ def package(recipe, variant_dir: Path, out: Path, *, bench_dir: Path | None = No
             shutil.copy(variant_dir / f, tmp / f)
         (tmp / RECIPE_FILE).write_text(dump_recipe(recipe))
         checks = ship_self_checks(tmp, source, recipe.package.eval_samples)
-        (tmp / BUNDLE_README).write_text(device_readme(recipe, name, task, files, metrics, Path(out).name))
+        wheel = build_runtime_wheel(tmp).name if with_runtime else None
+        (tmp / BUNDLE_README).write_text(device_readme(recipe, name, task, files, metrics, Path(out).name, checks, wheel))
         manifest = write_manifest(tmp, stage="package", task=task, inputs=inputs, config=config, metrics=metrics,
                                   variant=name, format="onnx", labels=source.get("labels", []), self_checks=checks,
-                                  runtime="edgeft.runtime (onnxruntime, tokenizers, numpy)")
+                                  runtime={"wheel": wheel, "requires": "onnxruntime, tokenizers, numpy"})
     if zip_bundle:
         shutil.make_archive(str(out), "zip", root_dir=out)
     return manifest
@@ -105,10 +122,17 @@ def ship_self_checks(folder: Path, source: dict, eval_samples: int) -> dict:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     texts = [r.get("text") or r["messages"][-2]["content"] for r in rows[:8]]
     check = record(folder, texts)
-    return {"eval_examples": len(rows), "tokenizer_samples": len(check["samples"])}
+    positive = load_labels(find_in_lineage(source, "data")).get("positive_label")
+    return {"eval_examples": len(rows), "tokenizer_samples": len(check["samples"]), "positive_label": positive}
 
 
-def device_readme(recipe, name: str, task: str, files: list[str], metrics: dict, folder: str) -> str:
+def runtime_fingerprint() -> str:
+    """The hash of the runtime's source files: a bundle is rebuilt when the runtime it carries changes."""
+    return sha256_json(hash_files(runtime_source()))
+
+
+def device_readme(recipe, name: str, task: str, files: list[str], metrics: dict, folder: str, checks: dict,
+                  wheel: str | None) -> str:
     what, usage = get_task(task).device_usage(recipe)
     command = get_task(task).device_command
     lines = []
@@ -123,6 +147,9 @@ def device_readme(recipe, name: str, task: str, files: list[str], metrics: dict,
                          f"({lat['prompt_tokens']}-token prompt), decode {lat['decode_tokens_per_s']['median']:.1f} tokens/s")
     if metrics.get("machine"):
         lines.append(f"- on: {metrics['machine'].get('cpu', '?')}, {metrics['machine'].get('cpus')} CPUs")
-    return DEVICE_README.format(name=recipe.name, what=what, recipe=recipe.name, variant=name,
+    install = (f"pip install {folder}/{wheel}" if wheel else
+               "pip install edgeft-runtime   # from your index: this bundle was made without --with-runtime")
+    return DEVICE_README.format(name=recipe.name, what=what, recipe=recipe.name, variant=name, install=install,
                                 files=", ".join(files), folder=folder, usage=usage, command=command,
+                                check=TOKENIZER_CHECK_FILE, eval=EVAL_FILE, eval_examples=checks["eval_examples"],
                                 measured="\n".join(lines) or "- (no bench results were found when packaging)")
