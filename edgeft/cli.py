@@ -214,15 +214,45 @@ def quantize(export_dir, recipe_ref, overrides, out, variants):
 @output_option
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "md"]), default="table",
               show_default=True, help="what to print (all are written to OUT)")
-def bench(folders, recipe_ref, overrides, out, fmt):
+@click.option("--on", "on", metavar="PREFIX", default=None,
+              help="measure the bundle FOLDERS names on a device: a command prefix that gives a shell there, e.g. "
+                   "\"ssh pi@10.0.0.5\", \"ssh -p 2222 -i key root@host\", \"adb shell\", \"docker exec -i NAME\"")
+@click.option("--install", is_flag=True, help="with --on: install the bundle's runtime wheel into a venv on the device")
+@click.option("--remote-dir", default="~/edgeft", show_default=True, help="with --on: the folder used on the device")
+@click.option("--python", "python", default="python3", show_default=True, help="with --on: the device's Python")
+@click.option("--pip-args", default="", help="with --install: extra pip arguments on the device, e.g. "
+              "\"--no-index --find-links /wheels\" for an offline device")
+@click.option("--threads", type=int, default=None, help="with --on: CPU threads (default: all of each machine's)")
+@click.option("--rounds", type=int, default=3, show_default=True, help="with --on: timed rounds")
+@click.option("--cold-rounds", type=int, default=3, show_default=True, help="with --on: cold starts timed")
+@click.option("--host/--no-host", "compare_host", default=True, show_default=True,
+              help="with --on: measure the bundle here too, the same way, as rows beside the device's")
+def bench(folders, recipe_ref, overrides, out, fmt, on, **device):
     """Measure accuracy, latency, throughput, size and peak RSS of every model in FOLDERS.
 
     FOLDERS are merged/exported/quantized artifacts, or a run folder (every artifact in it).
+    With --on, FOLDERS is one packaged bundle: it is copied to the device (skipped when the device
+    already holds it), measured there with edgeft-runtime on its eval slice, and reported beside
+    the same measurement taken here.
     """
+    if on is not None:
+        return bench_device(folders, on, out, fmt, device)
     recipe = load(recipe_ref, overrides)
     with stage_command(out):
         from edgeft.stages.bench import bench as run_bench
         report = run_bench(recipe, list(folders), out)
+    click.echo(render(report, out, fmt))
+
+
+def bench_device(folders, on: str, out: Path, fmt: str, options: dict) -> None:
+    if len(folders) != 1:
+        raise EdgeftError(f"bench --on measures one bundle; got {len(folders)} folders")
+    for flag in ("threads", "rounds", "cold_rounds"):
+        if options[flag] is not None and options[flag] < 1:
+            raise EdgeftError(f"--{flag.replace('_', '-')} must be at least 1")
+    with stage_command(out):
+        from edgeft.stages.device import bench_on_device
+        report = bench_on_device(folders[0], on, out, **options)
     click.echo(render(report, out, fmt))
 
 
@@ -273,8 +303,13 @@ def import_cmd(gguf, out):
 @click.option("--bench", "bench_dir", type=click.Path(path_type=Path), default=None,
               help="bench folder whose measurements go into the bundle (default: the run's bench/)")
 @click.option("--zip", "zip_bundle", is_flag=True, help="also write OUT.zip")
-def package_cmd(variant_dir, recipe_ref, overrides, out, bench_dir, zip_bundle):
+@click.option("--with-runtime/--without-runtime", default=None,
+              help="put the edgeft-runtime wheel in the bundle, so that a device installs it offline with "
+                   "`pip install BUNDLE/*.whl` (default: the recipe's package.with_runtime, true)")
+def package_cmd(variant_dir, recipe_ref, overrides, out, bench_dir, zip_bundle, with_runtime):
     """Make a self-contained bundle for a device from an exported or quantized VARIANT_DIR."""
+    if with_runtime is not None:
+        overrides = (*overrides, f"package.with_runtime={str(with_runtime).lower()}")
     recipe = load(recipe_ref, overrides)
     with stage_command(out):
         from edgeft.stages.package import package

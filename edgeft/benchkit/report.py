@@ -27,7 +27,8 @@ def flat_rows(report: dict) -> list[dict]:
         if "error" in v:
             out.append({"variant": v["name"], "error": v["error"]})
             continue
-        base = {"variant": v["name"], "format": v["format"], "size_bytes": v["size_bytes"],
+        base = {"variant": v["name"], **({"cpu": v["machine"].get("cpu")} if "machine" in v else {}),
+                "format": v["format"], "size_bytes": v["size_bytes"],
                 **{k: v2 for k, v2 in v["metrics"].items() if not isinstance(v2, (dict, list))}}
         per_thread = {l["threads"]: l for l in v["latency_ms"]}
         tputs = {t["threads"]: t for t in v["throughput"]}
@@ -85,10 +86,14 @@ def write_reports(report: dict, folder: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    header = [f"# {report['recipe']}: bench", "", f"- timed: {report['timed']}",
-              f"- machine: {report['machine'].get('cpu', report['machine'].get('machine'))}, "
-              f"{report['machine'].get('cpus')} CPUs ({', '.join(report['machine'].get('isa', [])) or 'ISA unknown'})",
-              f"- test examples: {report['test_examples']}", ""]
+    machines = ([("machine", report["machine"])] if "machine" in report else
+                [(v["name"], v["machine"]) for v in report["variants"] if "machine" in v])
+    header = [f"# {report['recipe']}: bench", "", f"- timed: {report['timed']}"]
+    header += [f"- {label}: {m.get('cpu', m.get('machine'))}, {m.get('cpus')} CPUs "
+               f"({', '.join(m.get('isa', [])) or 'ISA unknown'}){', ' + m['os'] if m.get('os') else ''}"
+               for label, m in machines]
+    header += [f"- test examples: {report['test_examples']}", ""]
     failed = [f"- failed: {v['name']}: {v['error']}" for v in report["variants"] if "error" in v]
     (folder / REPORT_MD).write_text("\n".join(header + failed + [""] * bool(failed)) + table(report, "github") + "\n")
-    plot(report, folder / REPORT_PLOT)
+    if "plot" in report:
+        plot(report, folder / REPORT_PLOT)
