@@ -24,8 +24,10 @@ def cls_bundle(cls_run, tmp_path_factory):
 def test_bundle_holds_the_runtime_files_hashes_recipe_and_measurements(cls_bundle, cls_run):
     run_dir, recipe, report = cls_run
     manifest = read_manifest(cls_bundle, stage="package")
+    wheel = "edgeft_runtime-0.1.0-py3-none-any.whl"
     assert set(manifest["files"]) == {"model.onnx", "tokenizer.json", "labels.json", "preprocess.json", "recipe.yaml",
-                                      "README.md", "eval.jsonl", "tokenizer_check.json"}
+                                      "README.md", "eval.jsonl", "tokenizer_check.json", wheel}
+    assert manifest["runtime"]["wheel"] == wheel and manifest["self_checks"]["positive_label"] == "spam"
     # the evaluation slice is the head of the held-out test split, as it is
     test = (run_dir / "data/test.jsonl").read_text().splitlines()
     shipped = (cls_bundle / "eval.jsonl").read_text().splitlines()
@@ -39,6 +41,7 @@ def test_bundle_holds_the_runtime_files_hashes_recipe_and_measurements(cls_bundl
     assert manifest["config"]["recipe"]["name"] == recipe.name and manifest["variant"] == "int8-dynamic"
     readme = (cls_bundle / "README.md").read_text()
     assert "from edgeft.runtime import load" in readme and f"{measured['metrics']['accuracy']:.4f}" in readme
+    assert f"pip install sms/{wheel}" in readme and "edgeft-runtime predict sms ..." in readme
     assert (cls_bundle.parent / "sms.zip").stat().st_size > 1000
 
 
@@ -146,7 +149,7 @@ def test_verify_checks_hashes_and_the_tokenizer_against_its_recorded_ids(cls_bun
     ok = CliRunner().invoke(cli, ["verify", str(cls_bundle)])
     assert ok.exit_code == 0
     samples = len(json.loads((cls_bundle / "tokenizer_check.json").read_text())["samples"])
-    assert ok.output.strip() == f"{cls_bundle}: 8 files match their sha256; the tokenizer gives the recorded ids " \
+    assert ok.output.strip() == f"{cls_bundle}: 9 files match their sha256; the tokenizer gives the recorded ids " \
                                 f"for all {samples} sample texts" and samples == 11
 
     run_dir, recipe, _ = gen_run
@@ -169,3 +172,45 @@ def test_verify_checks_hashes_and_the_tokenizer_against_its_recorded_ids(cls_bun
     from edgeft.runtime import load
     with pytest.raises(EdgeftError, match="differently than when the bundle was made"):
         load(bundle)
+
+
+def test_the_runtime_wheel_is_byte_identical_when_rebuilt_and_needs_only_three_packages(tmp_path):
+    import hashlib
+    import zipfile
+
+    from edgeft.core.wheel import build_runtime_wheel
+
+    first, second = build_runtime_wheel(tmp_path / "a"), build_runtime_wheel(tmp_path / "b")
+    assert hashlib.sha256(first.read_bytes()).digest() == hashlib.sha256(second.read_bytes()).digest()
+    with zipfile.ZipFile(first) as wheel:
+        names = wheel.namelist()
+        metadata = wheel.read("edgeft_runtime-0.1.0.dist-info/METADATA").decode()
+        scripts = wheel.read("edgeft_runtime-0.1.0.dist-info/entry_points.txt").decode()
+    assert {n.split("/")[0] for n in names} == {"edgeft", "edgeft_runtime-0.1.0.dist-info"}
+    assert all(n.startswith("edgeft/runtime/") for n in names if n.startswith("edgeft/"))
+    assert "edgeft/__init__.py" not in names and "edgeft/runtime/cli.py" in names
+    requires = sorted(line.split(":", 1)[1].split(">")[0].strip() for line in metadata.splitlines()
+                      if line.startswith("Requires-Dist:"))
+    assert requires == ["numpy", "onnxruntime", "tokenizers"]
+    assert "edgeft-runtime = edgeft.runtime.cli:main" in scripts
+
+
+def test_the_runtime_metrics_are_scikit_learns():
+    """The device has no scikit-learn: its accuracy and F1 must still be the same numbers."""
+    import random
+
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from edgeft.runtime.metrics import classification_metrics
+
+    labels = ["ham", "spam", "other", "never-said"]
+    for seed in range(100):
+        rng = random.Random(seed)
+        n = rng.randint(1, 40)
+        truth, said = [rng.choice(labels[:3]) for _ in range(n)], [rng.choice(labels) for _ in range(n)]
+        ours = classification_metrics(truth, said, labels, "spam")
+        assert ours["accuracy"] == pytest.approx(accuracy_score(truth, said), abs=1e-12)
+        assert ours["macro_f1"] == pytest.approx(f1_score(truth, said, labels=labels, average="macro", zero_division=0),
+                                                 abs=1e-12)
+        assert ours["spam_f1"] == pytest.approx(f1_score(truth, said, labels=["spam"], average="macro", zero_division=0),
+                                                abs=1e-12)
