@@ -151,7 +151,18 @@ def run_here(bundle: Path, args: list[str]) -> dict:
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise EdgeftError(f"the bench of {bundle} here failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
-    return json.loads(done.stdout)
+    return last_json(done.stdout)
+
+
+def last_json(out: str) -> dict:
+    """The report a bench printed: the JSON object from its first line "{" on (a device's shell start-up
+    files may print lines of their own before it)."""
+    lines = out.splitlines()
+    start = next((i for i, line in enumerate(lines) if line == "{"), None)
+    try:
+        return json.loads("\n".join(lines[start:])) if start is not None else json.loads(out)
+    except json.JSONDecodeError:
+        raise EdgeftError(f"the bench printed no report: {(out.strip().splitlines() or ['(nothing)'])[-1][:200]}") from None
 
 
 def bench_on_device(bundle: Path, prefix: str, out: Path, *, install: bool = False, threads: int | None = None,
@@ -166,15 +177,14 @@ def bench_on_device(bundle: Path, prefix: str, out: Path, *, install: bool = Fal
     dest, py = prepare(device, bundle, manifest, base=base, python=python, install=install, pip_args=pip_args)
     args = bench_args(threads, rounds, cold_rounds)
     say(f"device: running edgeft-runtime bench ({rounds} rounds, {cold_rounds} cold starts)")
-    remote = json.loads(device.run(shlex.join([py, "-m", "edgeft.runtime", "bench", dest, *args]), "the bench"))
+    remote = last_json(device.run(shlex.join([py, "-m", "edgeft.runtime", "bench", dest, *args]), "the bench"))
     rows = [_where(remote, "device", prefix)]
     if compare_host:
         say("host: running the same bench here")
         rows.insert(0, _where(run_here(bundle, args), "host", "this host"))
     report = {"task": manifest["task"], "recipe": f"{bundle.name} ({manifest['variant']})", "bundle": remote["bundle"],
               "on": prefix, "variants": rows, "timed": remote["timed"], "test_examples": remote["eval_examples"],
-              "rounds": rounds,
-              "command": " ".join(sys.argv), "table": device_table(rows)}
+              "rounds": rounds, "command": " ".join(sys.argv), "table": device_table(rows)}
     with stage_output(out) as tmp:
         write_reports(report, tmp)
         write_manifest(tmp, stage="bench", task=manifest["task"], inputs=[input_ref("bundle", bundle, manifest)],
