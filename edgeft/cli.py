@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from edgeft import EdgeftError, __version__, cli_device
+from edgeft import EdgeftError, __version__, cli_device, cli_select
 
 RECIPE_HELP = "recipe YAML file or the name of a built-in recipe (default: sms-spam-minilm)"
 
@@ -347,7 +347,7 @@ def init(name, out, force):
     click.echo(f"{out}: a copy of the built-in recipe {name}; run it with: edgeft run {out}")
 
 
-for command in (cli_device.generate, cli_device.chat, cli_device.predict, cli_device.verify):
+for command in (cli_device.generate, cli_device.chat, cli_device.predict, cli_device.verify, cli_select.select):
     cli.add_command(command)
 
 

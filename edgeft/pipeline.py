@@ -9,6 +9,7 @@ import json
 import time
 from pathlib import Path
 
+from edgeft.benchkit.select import describe, select_variant
 from edgeft.core.console import say
 from edgeft.core.lock import run_lock
 from edgeft.core.models import is_gguf, resolve_model
@@ -74,8 +75,20 @@ def run_stages(recipe: Recipe, run_dir: Path, stage: Stages, force: bool, progre
         manifests = stage(f"quantize {backend}", quantize, recipe, models[backend], run_dir / "quantize", force=force)
         models.update({m["variant"]: run_dir / "quantize" / m["variant"] for m in manifests})
     report = stage("bench", bench, recipe, list(models.values()), run_dir / "bench", force=force, progress=progress)
-    shipped = recipe.package.variant or next((v.name for v in recipe.quantize.variants), None)
+    shipped, selection = choose_variant(recipe, report)
     if shipped:  # the recipe's checks made sure it names a variant or an export backend
         stage("package", package, recipe, models[shipped], run_dir / "package", bench_dir=run_dir / "bench",
-              zip_bundle=recipe.package.zip, force=force)
+              zip_bundle=recipe.package.zip, force=force, selection=selection)
     return report
+
+
+def choose_variant(recipe: Recipe, report: dict) -> tuple[str | None, dict | None]:
+    """The variant to package: the one `select` picks for the recipe's budget (package.variant auto, or
+    any select limit set), else package.variant, else the first quantized variant."""
+    variant = recipe.package.variant
+    if variant == "auto" or (variant is None and recipe.select.active()):
+        selection = select_variant(report, recipe.select)
+        for line in describe(selection):
+            say(f"select: {line}")
+        return selection["chosen"], selection
+    return variant or next((v.name for v in recipe.quantize.variants), None), None

@@ -130,9 +130,9 @@ def test_generation_report_rows_and_numbers(gen_run):
     run_dir, recipe, _ = gen_run
     report = json.loads((run_dir / "bench/report.json").read_text())
     rows = {v["name"]: v for v in report["variants"]}
-    assert set(rows) == {"base-fp32", "pytorch-fp32", "onnx-fp32", "genai-fp32", "int4", "int4-optimum",
+    assert set(rows) == {"base-fp32", "trained", "pytorch-fp32", "onnx-fp32", "genai-fp32", "int4", "int4-optimum",
                          "int8-dynamic"}
-    assert rows["base-fp32"]["latency_ms"] == []  # quality only: same architecture as pytorch-fp32
+    assert rows["base-fp32"]["latency_ms"] == rows["trained"]["latency_ms"] == []  # quality only
     # fp32 exports score the answers exactly as PyTorch does
     ref = rows["pytorch-fp32"]["metrics"]["answer_nll"]
     for name in ("onnx-fp32", "genai-fp32"):
@@ -146,7 +146,7 @@ def test_generation_report_rows_and_numbers(gen_run):
         assert row["metrics"]["exact_match"] == pytest.approx(
             sum(s.strip().lower() == r["answer"].lower() for s, r in zip(said, test)) / len(test))
         assert row["metrics"]["answer_perplexity"] == pytest.approx(math.exp(row["metrics"]["answer_nll"]))
-        if name == "base-fp32":
+        if name in ("base-fp32", "trained"):
             continue
         lat = row["latency_ms"][0]
         assert lat["prompt_tokens"] == recipe.bench.prompt_tokens and lat["new_tokens"] == recipe.bench.new_tokens
@@ -158,6 +158,26 @@ def test_generation_report_rows_and_numbers(gen_run):
             lat["decode_tokens_per_s"]["median"] / lat["decode_ceiling_tokens_per_s"])
     assert rows["int4"]["size_bytes"] < rows["genai-fp32"]["size_bytes"]
     assert "decode tok/s" in (run_dir / "bench/report.md").read_text()
+
+
+def test_the_ledger_follows_the_decoder_through_both_export_paths(gen_run):
+    run_dir, _, _ = gen_run
+    report = json.loads((run_dir / "bench/report.json").read_text())
+    rows = {v["name"]: v for v in report["variants"]}
+    steps = {s["model"]: s for s in report["ledger"]["steps"]}
+    assert {m: s["previous"] for m, s in steps.items()} == {
+        "trained": None, "pytorch-fp32": "trained", "onnx-fp32": "pytorch-fp32", "genai-fp32": "pytorch-fp32",
+        "int4": "genai-fp32", "int4-optimum": "onnx-fp32", "int8-dynamic": "onnx-fp32"}
+    for step in steps.values():
+        assert step["metric"] == rows[step["model"]]["metrics"]["exact_match"]
+        assert len(step["top1"]) == len(rows["int4"]["correct"])
+        if step["previous"]:  # first answer tokens: recomputed here
+            prev = steps[step["previous"]]
+            same = sum(a == b for a, b in zip(prev["top1"], step["top1"]))
+            assert step["agreement"] == pytest.approx(same / len(step["top1"]))
+            assert step["mean_kl"] >= 0
+    # fp32 exports reproduce PyTorch: the same first tokens, (almost) no divergence
+    assert steps["onnx-fp32"]["agreement"] == 1 and steps["onnx-fp32"]["mean_kl"] < 1e-3
 
 
 def test_runtime_generator_matches_pytorch_greedy(gen_run):

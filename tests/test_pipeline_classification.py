@@ -67,7 +67,7 @@ def test_bench_report_json_csv_md_and_plot(cls_run):
     run_dir, recipe, report = cls_run
     saved = json.loads((run_dir / "bench/report.json").read_text())
     names = [v["name"] for v in saved["variants"]]
-    assert names == ["pytorch-fp32", "onnx-fp32", "int4", "int8-dynamic", "int8-static", "majority-class"]
+    assert names == ["trained", "pytorch-fp32", "onnx-fp32", "int4", "int8-dynamic", "int8-static", "majority-class"]
     test = [json.loads(line) for line in (run_dir / "data/test.jsonl").read_text().splitlines()]
     assert saved["test_examples"] == len(test)
     for v in saved["variants"]:
@@ -79,6 +79,9 @@ def test_bench_report_json_csv_md_and_plot(cls_run):
         # the accuracy is what the stored predictions score against the test labels
         assert len(v["predictions"]) == len(test)
         assert v["metrics"]["accuracy"] == pytest.approx(np.mean([p == r["label"] for p, r in zip(v["predictions"], test)]))
+        if v["name"] == "trained":  # scored for the ledger, not timed
+            assert v["stage"] == "tune" and v["latency_ms"] == [] and v["peak_rss_bytes"] == {}
+            continue
         lat = v["latency_ms"][0]
         assert lat["threads"] == 1 and lat["samples"] == recipe.bench.iterations * recipe.bench.rounds
         assert v["throughput"][0]["examples_per_s"]["median"] > 0
@@ -92,7 +95,8 @@ def test_bench_report_json_csv_md_and_plot(cls_run):
     assert by_name["onnx-fp32"]["metrics"]["accuracy"] == by_name["pytorch-fp32"]["metrics"]["accuracy"]
     with open(run_dir / "bench/report.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 6 and float(rows[0]["latency_p50_ms"]) == pytest.approx(by_name["pytorch-fp32"]["latency_ms"][0]["p50"])
+    assert len(rows) == 7 and rows[0]["variant"] == "trained"
+    assert float(rows[1]["latency_p50_ms"]) == pytest.approx(by_name["pytorch-fp32"]["latency_ms"][0]["p50"])
     assert "| pytorch-fp32 " in (run_dir / "bench/report.md").read_text()
     assert (run_dir / "bench/accuracy_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert saved["machine"]["cpus"] >= 1 and saved["versions"]["onnxruntime"]
@@ -155,3 +159,27 @@ def test_runtime_classifier_agrees_with_the_bench(cls_run):
     assert [label for label, _ in preds] == onnx["predictions"]
     accuracy = np.mean([p[0] == r["label"] for p, r in zip(preds, test)])
     assert accuracy == pytest.approx(onnx["metrics"]["accuracy"])
+
+
+def test_the_ledger_follows_the_model_through_every_step(cls_run):
+    run_dir, _, _ = cls_run
+    saved = json.loads((run_dir / "bench/report.json").read_text())
+    ledger, rows = saved["ledger"], {v["name"]: v for v in saved["variants"]}
+    steps = {s["model"]: s for s in ledger["steps"]}
+    assert list(steps) == ["trained", "pytorch-fp32", "onnx-fp32", "int4", "int8-dynamic", "int8-static"]
+    assert [steps[m]["previous"] for m in steps] == [None, "trained", "pytorch-fp32"] + ["onnx-fp32"] * 3
+    assert steps["trained"]["step"] == "trained (adapter on its training base)"
+    for step in steps.values():
+        assert [saved["labels"][i] for i in step["top1"]] == rows[step["model"]]["predictions"]
+        assert step["metric"] == rows[step["model"]]["metrics"]["accuracy"]
+        if step["previous"]:  # recomputed here from each step's first outputs
+            prev = steps[step["previous"]]
+            assert step["agreement"] == pytest.approx(np.mean([a == b for a, b in zip(prev["top1"], step["top1"])]))
+            assert step["change_pts"] == pytest.approx(100 * (step["metric"] - prev["metric"]))
+            assert step["mean_kl"] >= 0 and (step["mean_kl"] > 0 or step["agreement"] == 1)
+    losses = [s["change_pts"] for s in steps.values() if s["change_pts"] is not None]
+    assert (ledger["worst"] is None) == (min(losses) >= 0)
+    if ledger["worst"]:
+        assert steps[ledger["worst"]]["change_pts"] == min(losses)
+    markdown = (run_dir / "bench/report.md").read_text()
+    assert "## Accuracy ledger" in markdown and "\n| trained (adapter on its training base) | trained " in markdown

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from edgeft.benchkit.ledger import ledger_table
 from edgeft.runtime.files import REPORT_CSV, REPORT_JSON, REPORT_MD, REPORT_PLOT
 
 
@@ -94,6 +95,12 @@ def write_reports(report: dict, folder: Path) -> None:
                for label, m in machines]
     header += [f"- test examples: {report['test_examples']}", ""]
     failed = [f"- failed: {v['name']}: {v['error']}" for v in report["variants"] if "error" in v]
-    (folder / REPORT_MD).write_text("\n".join(header + failed + [""] * bool(failed)) + table(report, "github") + "\n")
+    ledger = []
+    if report.get("ledger"):
+        t = ledger_table(report["ledger"])
+        ledger = ["", "## Accuracy ledger", "", f"KL: {report['ledger']['kl']}.", "",
+                  tabulate(t["rows"], headers=t["headers"], tablefmt="github", disable_numparse=True)]
+    (folder / REPORT_MD).write_text("\n".join(header + failed + [""] * bool(failed)) + table(report, "github") + "\n"
+                                    + "\n".join(ledger) + "\n" * bool(ledger))
     if "plot" in report:
         plot(report, folder / REPORT_PLOT)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from edgeft.benchkit.ledger import build_ledger, trained_model
 from edgeft.benchkit.plan import BenchPlan, BenchResults
 from edgeft.benchkit.report import mib, plot_points
-from edgeft.classification.runners import RUNNER_ORT, RUNNER_TORCH
+from edgeft.classification.runners import RUNNER_ORT, RUNNER_TORCH, RUNNER_TRAINED
 from edgeft.core.artifacts import model_bytes
 from edgeft.core.metrics import classification_metrics
 from edgeft.core.splits import load_labels, load_split
@@ -24,24 +25,31 @@ def bench_plan(recipe, models: list, data_dir: Path) -> BenchPlan:
     specs = {f"{name}@{t}": {"runner": RUNNER_TORCH if m.get("format") == "pytorch" else RUNNER_ORT,
                              "folder": str(path), "threads": t}
              for name, path, m in models for t in cfg.threads}
+    timed = list(specs)
+    trained = trained_model(models)  # the ledger's first step: scored, not timed
+    scored = ([trained] if trained else []) + list(models)
+    if trained:
+        specs[f"trained@{top}"] = {"runner": RUNNER_TRAINED, "folder": str(trained[1]), "threads": top}
     sample = [texts[i % len(texts)] for i in range(cfg.iterations)]  # the same batch-1 inputs for every model
     speed = [("latency", {"texts": sample, "warmup": cfg.warmup}),
              ("throughput", {"texts": texts[:cfg.batch_size * 4], "batch_size": cfg.batch_size, "warmup": 1})]
 
     def score(name: str, reply: dict) -> dict:
         said = [labels[p] for p in reply["predictions"]]
-        return {**classification_metrics(truth, said, labels, positive), "predictions": said}
+        return {**classification_metrics(truth, said, labels, positive), "predictions": said,
+                "correct": [t == p for t, p in zip(truth, said)], "first": reply["first"]}
 
     def build(results: BenchResults) -> dict:
-        rows = [model_row(name, path, manifest, cfg, results) for name, path, manifest in models]
+        rows = [model_row(name, path, manifest, cfg, results) for name, path, manifest in scored]
         majority = Counter(r["label"] for r in load_split(data_dir, "train")).most_common(1)[0][0]
         rows.append({"name": "majority-class", "format": "baseline", "stage": "baseline", "size_bytes": 0,
                      "metrics": classification_metrics(truth, [majority] * len(truth), labels, positive),
                      "latency_ms": [], "throughput": [], "peak_rss_bytes": {}, "predicts": majority})
-        report = {"test_examples": len(texts), "labels": labels, "positive_label": positive,
+        report = {"test_examples": len(texts), "labels": labels, "positive_label": positive, "quality_metric": "accuracy",
                   "timed": "model call only, at batch 1 on real test texts (tokenization done beforehand); "
                            f"throughput at batch {cfg.batch_size}; each (variant, threads) in its own process, "
-                           f"variants interleaved over {cfg.rounds} rounds", "variants": rows}
+                           f"variants interleaved over {cfg.rounds} rounds", "variants": rows,
+                  "ledger": build_ledger(scored, results.quality, "accuracy")}
         plot = plot_points(rows, top, "p50", "accuracy", "batch-1 p50 latency (ms)", "accuracy")
         return {**report, "table": table(report, cfg.threads), "plot": plot}
 
@@ -49,8 +57,8 @@ def bench_plan(recipe, models: list, data_dir: Path) -> BenchPlan:
                      # batch 1, as a device serves requests: dynamically quantized int8 scales activations per
                      # batch, so padding next to other texts can change a prediction
                      quality={name: (f"{name}@{top}", ("classify", {"texts": texts, "batch_size": 1}))
-                              for name, _, _ in models},
-                     speed={key: speed for key in specs},
+                              for name, _, _ in scored},
+                     speed={key: speed for key in timed},
                      summary=f"{len(models)} variants x threads {cfg.threads}, {len(texts)} test examples")
 
 
@@ -60,10 +68,13 @@ def model_row(name: str, path: Path, manifest: dict, cfg, results: BenchResults)
     if name in results.failed:
         return {**entry, "error": results.failed[name]}
     quality = dict(results.quality[name])
-    entry.update(predictions=quality.pop("predictions"), metrics=quality, latency_ms=[], throughput=[],
-                 peak_rss_bytes={})
+    quality.pop("first")
+    entry.update(predictions=quality.pop("predictions"), correct=quality.pop("correct"), metrics=quality,
+                 latency_ms=[], throughput=[], peak_rss_bytes={})
     for t in cfg.threads:
         key = f"{name}@{t}"
+        if key not in results.timings:  # scored only (the trained model)
+            continue
         rounds = results.timings[key]
         entry["latency_ms"].append(latency_entry(t, [latency["seconds"] for latency, _ in rounds]))
         entry["throughput"].append(throughput_entry(t, cfg.batch_size, [tp["examples_per_s"] for _, tp in rounds]))

@@ -12,6 +12,7 @@ import numpy as np
 
 RUNNER_ORT = "edgeft.classification.runners:OrtClassifier"
 RUNNER_TORCH = "edgeft.classification.runners:TorchClassifier"
+RUNNER_TRAINED = "edgeft.classification.runners:TrainedClassifier"
 
 
 class _Runner:
@@ -22,10 +23,14 @@ class _Runner:
         raise NotImplementedError
 
     def classify(self, texts: list[str], batch_size: int) -> dict:
-        preds = []
+        """Predicted label indices, and each text's class probabilities (for the accuracy ledger)."""
+        preds, probs = [], []
         for start in range(0, len(texts), batch_size):
-            preds += self.logits(self.encode(texts[start:start + batch_size])).argmax(-1).tolist()
-        return {"predictions": preds}
+            logits = self.logits(self.encode(texts[start:start + batch_size])).astype(np.float64)
+            p = np.exp(logits - logits.max(-1, keepdims=True))
+            probs += (p / p.sum(-1, keepdims=True)).tolist()
+            preds += logits.argmax(-1).tolist()
+        return {"predictions": preds, "first": probs}
 
     def latency(self, texts: list[str], warmup: int) -> dict:
         return {"seconds": self._time([self.encode([t]) for t in texts], warmup)}
@@ -63,7 +68,7 @@ class TorchClassifier(_Runner):
 
         import torch
 
-        from edgeft.classification.models import load_model, load_tokenizer
+        from edgeft.classification.models import load_tokenizer
         from edgeft.runtime.files import LABELS_FILE, PREPROCESS_FILE
 
         torch.set_num_threads(threads)
@@ -72,7 +77,12 @@ class TorchClassifier(_Runner):
         self.preprocess = json.loads((Path(folder) / PREPROCESS_FILE).read_text())
         self.tokenizer = load_tokenizer(folder)
         self.tokenizer.truncation_side = self.preprocess["truncation_side"]
-        self.model = load_model(folder, labels).eval()
+        self.model = self.load(Path(folder), labels)
+
+    def load(self, folder: Path, labels: list[str]):
+        from edgeft.classification.models import load_model
+
+        return load_model(folder, labels).eval()
 
     def encode(self, texts: list[str]) -> dict:
         return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=self.preprocess["max_length"],
@@ -81,3 +91,17 @@ class TorchClassifier(_Runner):
     def logits(self, encoded: dict) -> np.ndarray:
         with self.torch.inference_mode():
             return self.model(**encoded).logits.numpy()
+
+
+class TrainedClassifier(TorchClassifier):
+    """What was trained (a tune folder): the adapter on the base it was trained against (NF4 after
+    QLoRA); the first step of the accuracy ledger."""
+
+    def load(self, folder: Path, labels: list[str]):
+        from edgeft.core.artifacts import lineage_input, read_manifest
+        from edgeft.core.qlora import load_trained
+        from edgeft.core.tasks import get_task
+
+        tuned = read_manifest(folder, stage="tune", verify=False)
+        return load_trained(get_task(tuned["task"]), lineage_input(tuned, "base_model"), folder, labels,
+                            qlora=tuned["config"]["method"] == "qlora")

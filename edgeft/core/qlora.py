@@ -21,6 +21,7 @@ generic path (the one every AVX2 CPU takes) and leaves the rest on the fast kern
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 MODES = ("plain", "dequantized", "4bit")
 HEAD_MODULES = ["classifier", "score", "pooler", "lm_head"]  # never quantized to 4 bits
@@ -183,3 +184,12 @@ def fused_cross_entropy(model) -> bool:
     patch(rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=True,
           model=model)
     return True
+
+
+def load_trained(task, base: Path, tune_dir: Path, labels: list[str], qlora: bool):
+    """What was trained, as it was trained: the adapter on the NF4 base (QLoRA) or on the fp32 base
+    (LoRA). The merge gate and the bench's accuracy ledger both start from it."""
+    from peft import PeftModel
+
+    kwargs = {"quantization_config": nf4_config(False), "device_map": {"": "cpu"}} if qlora else {}
+    return PeftModel.from_pretrained(task.load_model(base, labels, **kwargs), tune_dir).eval()

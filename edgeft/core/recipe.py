@@ -167,8 +167,30 @@ class BenchSection(Section):
     max_new_tokens_eval: int = Field(8, gt=0, description="greedy tokens generated per test question")
 
 
+class SelectSection(Section):
+    """A budget: the variant to ship is the one the objective prefers among those that fit every limit
+    set (edgeft/benchkit/select.py). Quality is judged paired, against the fine-tuned fp32 model."""
+    max_quality_drop: Optional[float] = Field(None, ge=0, description="points of the task metric (accuracy, exact "
+                                              "match) the variant may lose against the fine-tuned fp32 model: the "
+                                              "worse end of the drop's interval must be within it")
+    max_size_mib: Optional[float] = Field(None, gt=0)
+    max_peak_rss_mib: Optional[float] = Field(None, gt=0)
+    max_p90_ms: Optional[float] = Field(None, gt=0, description="classification: batch-1 p90 latency (median over rounds)")
+    max_ttft_ms: Optional[float] = Field(None, gt=0, description="generation: time to first token")
+    min_decode_tokens_per_s: Optional[float] = Field(None, gt=0, description="generation: decode speed")
+    threads: Optional[PositiveInt] = Field(None, description="thread count the budget is read at (default: the most "
+                                                             "the bench measured)")
+    objective: Literal["fastest", "smallest", "most_accurate"] = "fastest"
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="of the quality drop's interval")
+
+    def active(self) -> bool:
+        return any(getattr(self, f) is not None for f in ("max_quality_drop", "max_size_mib", "max_peak_rss_mib",
+                                                           "max_p90_ms", "max_ttft_ms", "min_decode_tokens_per_s"))
+
+
 class PackageSection(Section):
-    variant: Optional[str] = Field(None, description="variant to ship (default: the first quantized variant)")
+    variant: Optional[str] = Field(None, description="variant to ship; 'auto': the one `select` picks (the default "
+                                                     "when select sets a limit; otherwise the first quantized variant)")
     zip: bool = Field(False, description="also write <run>/package.zip")
     with_runtime: bool = Field(True, description="put the edgeft-runtime wheel in the bundle, so that an offline "
                                                  "device installs it with `pip install bundle/*.whl`")
@@ -187,6 +209,7 @@ class Recipe(Section):
     export: ExportSection = ExportSection()
     quantize: QuantizeSection = QuantizeSection()
     bench: BenchSection = BenchSection()
+    select: SelectSection = SelectSection()
     package: PackageSection = PackageSection()
 
     @model_validator(mode="after")
@@ -205,9 +228,11 @@ class Recipe(Section):
             if v.source == "genai" and v.method != "int4":
                 problems.append(f"{where}: source 'genai' builds int4 only")
         shippable = [v.name for v in self.quantize.variants] + backends
-        if self.package.variant is not None and self.package.variant not in shippable:
+        if self.select.threads and self.select.threads not in self.bench.threads:
+            problems.append(f"select.threads: {self.select.threads} is not among bench.threads {self.bench.threads}")
+        if self.package.variant not in (None, "auto") and self.package.variant not in shippable:
             problems.append(f"package.variant: '{self.package.variant}' names no variant of this recipe "
-                            f"(variants: {', '.join(shippable)})")
+                            f"(variants: {', '.join(shippable)}, or auto)")
         if problems:
             raise ValueError("; ".join(problems))
         return self

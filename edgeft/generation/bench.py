@@ -8,13 +8,14 @@ import json
 from pathlib import Path
 
 from edgeft import EdgeftError
+from edgeft.benchkit.ledger import build_ledger, trained_model
 from edgeft.benchkit.plan import BenchPlan, BenchResults
 from edgeft.benchkit.report import plot_points
 from edgeft.core.artifacts import find_in_lineage, model_bytes
-from edgeft.core.metrics import exact_match, perplexity
+from edgeft.core.metrics import exact_match, normalize_answer, perplexity
 from edgeft.core.splits import load_split
 from edgeft.generation.chat import encode_chat
-from edgeft.generation.runners import RUNNER_ORT, RUNNER_TORCH
+from edgeft.generation.runners import RUNNER_ORT, RUNNER_TORCH, RUNNER_TRAINED
 from edgeft.runtime.files import GENERATION_FILE, HF_CONFIG_FILE, ONNX_FILE, SAFETENSORS_SUFFIX
 from edgeft.runtime.stats import decode_entry, memory_bandwidth
 
@@ -25,7 +26,9 @@ def bench_plan(recipe, variants: list, data_dir: Path) -> BenchPlan:
     cfg = recipe.bench
     merged = next((v for v in variants if v[2]["stage"] == "merge"), None)
     base_dir = find_in_lineage(variants[0][2], "base_model")
-    models = [("base-fp32", base_dir, {"stage": "base", "format": "pytorch"})] + list(variants)
+    trained = trained_model(variants)  # the ledger's first step: scored, not timed
+    models = [("base-fp32", base_dir, {"stage": "base", "format": "pytorch"})] + ([trained] if trained else [])
+    models += list(variants)
     # the very same token ids for every model: prompts and answers, and a real-text speed prompt
     tokenizer = load_tokenizer(merged[1] if merged else base_dir)
     test = load_split(data_dir, "test")[:cfg.max_test_samples]
@@ -36,31 +39,34 @@ def bench_plan(recipe, variants: list, data_dir: Path) -> BenchPlan:
     if len(speed_prompt) < cfg.prompt_tokens:
         raise EdgeftError(f"bench.prompt_tokens {cfg.prompt_tokens}: the test texts hold only {len(speed_prompt)} tokens")
     top = max(cfg.threads)
-    specs = {f"{name}@{t}": {"runner": RUNNER_TORCH if m.get("format") == "pytorch" else RUNNER_ORT,
-                             "folder": str(p), "threads": t}
-             for name, p, m in models for t in cfg.threads if name != "base-fp32" or t == top}
-    timed = [key for key in specs if not key.startswith("base-")]
+    specs = {f"{name}@{t}": {"runner": RUNNER_TRAINED if m["stage"] == "tune" else RUNNER_TORCH
+                             if m.get("format") == "pytorch" else RUNNER_ORT, "folder": str(p), "threads": t}
+             for name, p, m in models for t in cfg.threads if m["stage"] not in ("base", "tune") or t == top}
+    timed = [key for key in specs if not key.startswith(("base-", "trained@"))]
     bandwidth = {t: memory_bandwidth(t) for t in cfg.threads}
 
     def score(name: str, reply: dict) -> dict:
         said = [tokenizer.decode(p, skip_special_tokens=True).strip() for p in reply["predictions"]]
-        return {"exact_match": exact_match([r["answer"] for r in test], said),
+        answers = [r["answer"] for r in test]
+        return {"exact_match": exact_match(answers, said),
+                "correct": [normalize_answer(a) == normalize_answer(s) for a, s in zip(answers, said)],
                 "answer_nll": reply["nll"] / max(reply["tokens"], 1),
-                "answer_perplexity": perplexity(reply["nll"], reply["tokens"]), "said": said}
+                "answer_perplexity": perplexity(reply["nll"], reply["tokens"]), "said": said, "first": reply["first"]}
 
     def build(results: BenchResults) -> dict:
         context = len(speed_prompt) + cfg.new_tokens // 2
         rows = [model_row(m, cfg, results, bandwidth, len(speed_prompt), context, test) for m in models]
         add_retention(rows)
         report = {
-            "test_examples": len(test), "variants": rows,
+            "test_examples": len(test), "variants": rows, "quality_metric": "exact_match",
             "timed": (f"greedy decoding at batch 1: time to first token = prefill of a {len(speed_prompt)}-token "
                       f"prompt + argmax; then {cfg.new_tokens - 1} decode steps, each a model call + argmax; "
                       "tokenization and detokenization excluded; each model in its own process, interleaved over "
                       f"{cfg.rounds} rounds"),
             "quality": f"exact match of the greedy answer (at most {cfg.max_new_tokens_eval} tokens) on {len(test)} "
                        "held-out chats; NLL/perplexity of the reference answer tokens (teacher forced)",
-            "memory_bandwidth_gb_s": {str(t): b / 1e9 for t, b in bandwidth.items()}}
+            "memory_bandwidth_gb_s": {str(t): b / 1e9 for t, b in bandwidth.items()},
+            "ledger": build_ledger([m for m in models if m[2]["stage"] != "base"], results.quality, "exact_match")}
         plot = plot_points(rows, top, "ms_per_token_p50", "exact_match", "decode ms/token (p50)", "exact match")
         return {**report, "table": table(rows, top), "plot": plot}
 
@@ -81,8 +87,8 @@ def model_row(model: tuple, cfg, results: BenchResults, bandwidth: dict, prompt_
     if name in results.failed:
         return {**entry, "error": results.failed[name]}
     metrics = dict(results.quality[name])
-    said = metrics.pop("said")
-    entry.update(metrics=metrics, predictions=said, latency_ms=[], throughput=[], peak_rss_bytes={},
+    said, correct, _ = metrics.pop("said"), metrics.pop("correct"), metrics.pop("first")
+    entry.update(metrics=metrics, predictions=said, correct=correct, latency_ms=[], throughput=[], peak_rss_bytes={},
                  examples=[{"question": r["messages"][-2]["content"], "expected": r["answer"], "said": s}
                            for r, s in list(zip(test, said))[:5]])
     for t in cfg.threads:

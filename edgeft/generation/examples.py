@@ -5,6 +5,8 @@ from __future__ import annotations
 from edgeft.core.batches import Examples, left_padded
 from edgeft.generation.chat import encode_chat
 
+FIRST_TOP_K = 32  # first-answer-token log-probabilities kept per example for the ledger's KL
+
 
 def _with_positions(batch: dict) -> dict:
     """Add the positions whose logits are needed: the one before each answer token."""
@@ -78,13 +80,28 @@ def answer_nll(model, batch: dict):
     return _answer_token_nll(logits, targets, mask).sum(), mask.sum()
 
 
-def answer_scores(model, batch: dict):
-    """Per row: the answer's NLL, and whether greedy decoding would produce exactly the answer
-    (the argmax after every reference prefix is the reference token)."""
+def answer_scores(model, batch: dict, top_k: int = FIRST_TOP_K):
+    """Per row: the answer's NLL, whether greedy decoding would produce exactly the answer (the
+    argmax after every reference prefix is the reference token), and the top-k of the first answer
+    token's log-probabilities (for the accuracy ledger)."""
+    import torch
+
     logits, targets, mask = _answer_logits(model, batch)
     nll = _answer_token_nll(logits, targets, mask).sum(-1)
     exact = ((logits.argmax(-1) == targets) | ~mask).all(-1)
-    return nll.tolist(), exact.tolist()
+    first = logits[torch.arange(len(logits)), mask.int().argmax(-1)].log_softmax(-1).topk(top_k)
+    return nll.tolist(), exact.tolist(), [{"ids": i, "logp": v} for i, v in zip(first.indices.tolist(),
+                                                                               first.values.tolist())]
+
+
+def top_logprobs(logits, top_k: int = FIRST_TOP_K) -> dict:
+    """The top-k log-probabilities of one position's logits (numpy), as answer_scores gives them."""
+    import numpy as np
+
+    shifted = logits.astype(np.float64) - logits.max()
+    logp = shifted - np.log(np.exp(shifted).sum())
+    ids = np.argsort(-logp)[:top_k]
+    return {"ids": ids.tolist(), "logp": logp[ids].tolist()}
 
 
 class ChatExamples(Examples):

@@ -14,6 +14,7 @@ from edgeft.generation.parity import torch_greedy
 
 RUNNER_ORT = "edgeft.generation.runners:OrtGenerator"
 RUNNER_TORCH = "edgeft.generation.runners:TorchGenerator"
+RUNNER_TRAINED = "edgeft.generation.runners:TrainedGenerator"
 
 
 class TorchGenerator:
@@ -22,13 +23,18 @@ class TorchGenerator:
     def __init__(self, folder: Path, threads: int):
         import torch
 
-        from edgeft.generation.models import load_model, load_tokenizer
+        from edgeft.generation.models import load_tokenizer
 
         torch.set_num_threads(threads)
         self.torch = torch
         self.tokenizer = load_tokenizer(folder)
-        self.model = load_model(folder).eval()
+        self.model = self.load(Path(folder))
         self.stop_ids = {self.tokenizer.eos_token_id, *np.atleast_1d(self.model.generation_config.eos_token_id or [])}
+
+    def load(self, folder: Path):
+        from edgeft.generation.models import load_model
+
+        return load_model(folder).eval()
 
     def speed(self, prompt: list[int], new_tokens: int) -> dict:
         times: list[float] = []
@@ -44,13 +50,15 @@ class TorchGenerator:
         from edgeft.generation.examples import answer_scores, chat_batch
 
         pad = self.tokenizer.pad_token_id
-        nll, exact = [], []
+        nll, exact, first = [], [], []
         with torch.inference_mode():
             for start in range(0, len(prompts), batch_size):
                 pairs = zip(prompts[start:start + batch_size], answers[start:start + batch_size])
-                row_nll, row_exact = answer_scores(self.model, chat_batch([(p + a, len(p)) for p, a in pairs], pad))
+                row_nll, row_exact, row_first = answer_scores(self.model, chat_batch([(p + a, len(p)) for p, a in pairs],
+                                                                                    pad))
                 nll += row_nll
                 exact += row_exact
+                first += row_first
             predictions = [strip_stop(a, self.stop_ids) if ok else None for a, ok in zip(answers, exact)]
             misses = [i for i, ok in enumerate(exact) if not ok]
             for start in range(0, len(misses), batch_size):
@@ -60,13 +68,27 @@ class TorchGenerator:
                                           do_sample=False, pad_token_id=pad, eos_token_id=list(self.stop_ids))
                 for i, row in zip(chunk, out[:, ids.shape[1]:].tolist()):
                     predictions[i] = strip_stop(row, self.stop_ids)
-        return {"predictions": predictions, "nll": sum(nll), "tokens": sum(len(a) for a in answers)}
+        return {"predictions": predictions, "nll": sum(nll), "tokens": sum(len(a) for a in answers), "first": first}
 
 
 def strip_stop(tokens: list[int], stop_ids) -> list[int]:
     """Tokens up to (without) the first end-of-turn token."""
     cut = next((i for i, t in enumerate(tokens) if t in stop_ids), len(tokens))
     return list(tokens[:cut])
+
+
+class TrainedGenerator(TorchGenerator):
+    """What was trained (a tune folder): the adapter on the base it was trained against (NF4 after
+    QLoRA); the first step of the accuracy ledger."""
+
+    def load(self, folder: Path):
+        from edgeft.core.artifacts import lineage_input, read_manifest
+        from edgeft.core.qlora import load_trained
+        from edgeft.core.tasks import get_task
+
+        tuned = read_manifest(folder, stage="tune", verify=False)
+        return load_trained(get_task(tuned["task"]), lineage_input(tuned, "base_model"), folder, [],
+                            qlora=tuned["config"]["method"] == "qlora")
 
 
 class OrtGenerator:
@@ -85,15 +107,18 @@ class OrtGenerator:
 
     def evaluate(self, prompts: list[list[int]], answers: list[list[int]], max_new_tokens: int, **_) -> dict:
         """As TorchGenerator.evaluate, one chat at a time; one prompt pass serves scoring and generation."""
-        predictions, nll = [], 0.0
+        from edgeft.generation.examples import top_logprobs
+
+        predictions, nll, first = [], 0.0, []
         stop = self.generator.stop_ids
         for prompt, answer in zip(prompts, answers):
             prefilled = self.generator.prefill(prompt)
+            first.append(top_logprobs(prefilled[0]))
             loss, exact = self.generator.score_answer(prompt, answer, prefilled=prefilled)
             nll += loss
             predictions.append(strip_stop(answer, stop) if exact else
                                list(self.generator.generate_ids(prompt, max_new_tokens, prefilled=prefilled)))
-        return {"predictions": predictions, "nll": nll, "tokens": sum(len(a) for a in answers)}
+        return {"predictions": predictions, "nll": nll, "tokens": sum(len(a) for a in answers), "first": first}
 
 
 class TorchChat:

@@ -28,7 +28,7 @@ from edgeft.runtime.bundle import read_manifest
 from edgeft.runtime.errors import EdgeftError
 from edgeft.runtime.files import EVAL_FILE
 from edgeft.runtime.machine import library_versions, machine_info
-from edgeft.runtime.metrics import classification_metrics, exact_match
+from edgeft.runtime.metrics import classification_metrics, exact_match, normalize_answer
 from edgeft.runtime.stats import decode_entry, latency_entry, spread, throughput_entry
 
 DEFAULTS = {"iterations": 60, "warmup": 5, "batch_size": 32, "prompt_tokens": 128, "new_tokens": 64,
@@ -92,7 +92,8 @@ def bench_classifier(model, rows: list[dict], settings: dict, threads: int, roun
         latency.append(_timed(model.logits, sample))
         seconds = _timed(model.logits, batches)
         rates.append(sum(len(b["input_ids"]) for b in batches) / sum(seconds))
-    return {"metrics": metrics, "predictions": said, "latency_ms": [latency_entry(threads, latency)],
+    return {"metrics": metrics, "predictions": said, "correct": [t == s for t, s in zip(truth, said)],
+            "latency_ms": [latency_entry(threads, latency)],
             "throughput": [throughput_entry(threads, batch, rates)],
             "timed": "model call only, at batch 1 on the bundle's eval texts (tokenization done beforehand)"}
 
@@ -109,7 +110,8 @@ def _timed(call, inputs: list) -> list[float]:
 def bench_generator(model, rows: list[dict], settings: dict, threads: int, rounds: int, meta: dict) -> dict:
     said = [model.tokenizer.decode(list(model.generate_ids(model.encode_chat(r["messages"][:-1]),
                                                            settings["max_new_tokens_eval"]))).strip() for r in rows]
-    metrics = {"exact_match": exact_match([r["answer"] for r in rows], said)}
+    answers = [r["answer"] for r in rows]
+    metrics = {"exact_match": exact_match(answers, said)}
     text = " ".join(r.get("text") or r["messages"][-2]["content"] for r in rows)
     prompt = model.tokenizer.encode(text, add_special_tokens=False).ids[:settings["prompt_tokens"]]
     list(model.generate_ids(prompt, 2, stop=False))  # warm-up
@@ -120,6 +122,7 @@ def bench_generator(model, rows: list[dict], settings: dict, threads: int, round
             pass
         runs.append({"ttft": times[0], "steps": times[1:]})
     return {"metrics": metrics, "predictions": said,
+            "correct": [normalize_answer(a) == normalize_answer(s) for a, s in zip(answers, said)],
             "latency_ms": [decode_entry(runs, threads, len(prompt), settings["new_tokens"])], "throughput": [],
             "timed": (f"greedy decoding at batch 1: time to first token = prefill of a {len(prompt)}-token prompt + "
                       f"argmax, then {settings['new_tokens'] - 1} decode steps; tokenization excluded")}

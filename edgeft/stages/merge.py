@@ -69,7 +69,7 @@ def merge_and_check(task, base: Path, tune_dir: Path, examples, labels: list[str
     import torch
     from peft import PeftModel
 
-    from edgeft.core.qlora import nf4_config
+    from edgeft.core.qlora import load_trained
 
     model = PeftModel.from_pretrained(task.load_model(base, labels), tune_dir).eval()
     adapter_logits = examples.collect_logits(model, BATCH)
@@ -77,8 +77,7 @@ def merge_and_check(task, base: Path, tune_dir: Path, examples, labels: list[str
     merged_logits = examples.collect_logits(merged, BATCH)
     checks = {"vs_adapter_fp32": compare_logits(adapter_logits, merged_logits), "gate": {"against": "vs_adapter_fp32"}}
     if qlora:  # what was trained: the NF4 base with the adapter; the merge must not drift far from it
-        trained = task.load_model(base, labels, quantization_config=nf4_config(False), device_map={"": "cpu"})
-        trained = PeftModel.from_pretrained(trained, tune_dir).eval()
+        trained = load_trained(task, base, tune_dir, labels, qlora=True)
         checks["vs_trained_nf4"] = compare_logits(examples.collect_logits(trained, BATCH), merged_logits)
         checks["gate"]["against"] = "vs_trained_nf4"
     return merged, checks

@@ -78,7 +78,7 @@ model = load("{folder}")
 
 
 def package(recipe, variant_dir: Path, out: Path, *, bench_dir: Path | None = None, zip_bundle: bool = False,
-            force: bool = True) -> dict:
+            force: bool = True, selection: dict | None = None) -> dict:
     """The bundle for `variant_dir`; with `package.with_runtime`, it carries the edgeft-runtime wheel."""
     variant_dir = Path(variant_dir)
     source = read_manifest(variant_dir, stage=("export", "quantize"), what="model to package")
@@ -92,7 +92,8 @@ def package(recipe, variant_dir: Path, out: Path, *, bench_dir: Path | None = No
     metrics = bench_metrics(report, name)
     with_runtime = recipe.package.with_runtime
     config = {"variant": name, "recipe": recipe.model_dump(mode="json"), "zip": zip_bundle,
-              "metrics": metrics, "runtime_source": runtime_fingerprint() if with_runtime else None}
+              "metrics": metrics, "runtime_source": runtime_fingerprint() if with_runtime else None,
+              "selection": selection}
     if not force and is_up_to_date(out, inputs, config):
         return up_to_date(out)
 

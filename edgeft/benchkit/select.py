@@ -1,0 +1,182 @@
+"""Picking the variant to ship from a bench report, for a budget: `select` in the recipe, or
+`edgeft select RUN --max-quality-drop 1 ...`.
+
+Every variant is judged against every limit and gets its reasons. Quality is judged against the
+fine-tuned fp32 model on the same examples (paired.py): a variant fits only when the worse end of
+the drop's interval is inside the budget; when the interval straddles the budget, it is
+undecided at this sample size, and the verdict says how many examples would decide it. Speed
+limits read the median over rounds, with the min-max beside it. Among the variants that fit, the
+objective picks: fastest, smallest or most accurate, ties broken by quality, then size, then name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from edgeft.benchkit.paired import examples_to_decide, paired_drop
+from edgeft.runtime.errors import EdgeftError
+
+Spread = tuple[float, float, float]  # median, min, max
+
+
+def _latency(row: dict, threads: int) -> dict | None:
+    return next((entry for entry in row.get("latency_ms", []) if entry["threads"] == threads), None)
+
+
+def _spread(value) -> Spread:
+    return (value["median"], value["min"], value["max"]) if isinstance(value, dict) else (value, value, value)
+
+
+def _from_latency(key: str, fallback: str | None = None) -> Callable[[dict, int], Spread | None]:
+    def read(row: dict, threads: int) -> Spread | None:
+        entry = _latency(row, threads) or {}
+        value = entry.get(key, entry.get(fallback) if fallback else None)
+        return None if value is None else _spread(value)
+    return read
+
+
+def _rss(row: dict, threads: int) -> Spread | None:
+    peak = row.get("peak_rss_bytes", {}).get(str(threads))
+    return None if not peak else _spread(peak / 2**20)
+
+
+@dataclass(frozen=True)
+class Limit:
+    field: str  # in the recipe's select section, and --field on the command line
+    label: str
+    unit: str
+    at_most: bool
+    read: Callable[[dict, int], Spread | None]
+
+
+LIMITS = (
+    Limit("max_size_mib", "size", "MiB", True, lambda row, _: _spread(row["size_bytes"] / 2**20)),
+    Limit("max_peak_rss_mib", "peak RSS", "MiB", True, _rss),
+    Limit("max_p90_ms", "p90", "ms", True, _from_latency("round_p90", "p90")),
+    Limit("max_ttft_ms", "TTFT", "ms", True, _from_latency("ttft_ms")),
+    Limit("min_decode_tokens_per_s", "decode", "tok/s", False, _from_latency("decode_tokens_per_s")),
+)
+OBJECTIVES = {  # smaller key is better
+    "fastest": lambda v: (-v["speed"][0] if v["speed_higher_is_better"] else v["speed"][0]),
+    "smallest": lambda v: v["size_mib"],
+    "most_accurate": lambda v: -v["quality"],
+}
+
+
+def reference_row(report: dict) -> dict:
+    """The fine-tuned fp32 model: the merged PyTorch model, or the first fp32 export."""
+    rows = [r for r in report["variants"] if "error" not in r and r.get("correct")]
+    ref = next((r for r in rows if r["stage"] == "merge"), None) or next((r for r in rows if r["stage"] == "export"), None)
+    if ref is None:
+        raise EdgeftError("select: the report has no fine-tuned fp32 model (merged or exported) to judge quality against")
+    return ref
+
+
+def candidates(report: dict) -> list[dict]:
+    return [r for r in report["variants"]
+            if "error" not in r and r["stage"] in ("export", "quantize") and r.get("format") == "onnx"]
+
+
+def judge_quality(row: dict, ref: dict, budget: float, metric: str, confidence: float) -> tuple[str, str]:
+    drop = paired_drop(ref["correct"], row["correct"], confidence)
+    change, worst, best = (0.0 - x for x in (drop.points, drop.high, drop.low))  # 0.0 - 0.0 is +0.0, not -0.0
+    said = (f"{metric} {change:+.1f} pts ({int(confidence * 100)}% interval {worst:+.1f} to {best:+.1f}, "
+            f"{drop.reference_only} lost / {drop.candidate_only} gained of {drop.examples}, McNemar p {drop.mcnemar_p:.2g})")
+    if drop.high <= budget:
+        return "fits", f"{said} within {budget:g}"
+    if drop.low > budget:
+        return "rejected", f"{said} > {budget:g}"
+    needed = examples_to_decide(drop, budget)
+    return "undecided", (f"{said} straddles {budget:g}: undecided at {drop.examples} examples"
+                         + (f", about {needed} would decide it" if needed else ""))
+
+
+def judge_limit(row: dict, limit: Limit, value: float, threads: int) -> tuple[str, str, float]:
+    """(status, reason, relative excess) of one speed/size limit."""
+    got = limit.read(row, threads)
+    if got is None:
+        raise EdgeftError(f"select.{limit.field}: the report has no {limit.label} at {threads} threads "
+                          f"(for {row['name']})")
+    median, low, high = got
+    ok = median <= value if limit.at_most else median >= value
+    shown = f"{limit.label} {median:.3g} {limit.unit}" + (f" ({low:.3g}-{high:.3g})" if high > low else "")
+    excess = (median - value) / value if limit.at_most else (value - median) / value
+    return ("fits" if ok else "rejected", f"{shown} {'<=' if limit.at_most else '>='} {value:g}" if ok
+            else f"{shown} {'>' if limit.at_most else '<'} {value:g}", max(excess, 0.0))
+
+
+def verdict(row: dict, ref: dict, cfg, threads: int, metric: str) -> dict:
+    reasons, statuses, excess = [], [], 0.0
+    if cfg.max_quality_drop is not None:
+        status, reason = judge_quality(row, ref, cfg.max_quality_drop, metric.replace("_", " "), cfg.confidence)
+        statuses.append(status)
+        reasons.append(reason)
+    for limit in LIMITS:
+        if (value := getattr(cfg, limit.field)) is not None:
+            status, reason, over = judge_limit(row, limit, value, threads)
+            statuses.append(status)
+            reasons.append(reason)
+            excess += over
+    worst = "rejected" if "rejected" in statuses else "undecided" if "undecided" in statuses else "fits"
+    latency = _latency(row, threads) or {}
+    decode = "decode_tokens_per_s" in latency
+    speed = _spread(latency["decode_tokens_per_s"]) if decode else _from_latency("round_p50", "p50")(row, threads)
+    if row.get("measured_on"):
+        reasons.append(f"speed and memory measured on the device ({row['measured_on']}, {threads} threads)")
+    return {"name": row["name"], "status": worst, "reasons": reasons, "misses": statuses.count("rejected"),
+            "excess": excess, "quality": row["metrics"][metric], "size_mib": row["size_bytes"] / 2**20,
+            "speed": speed or (float("inf"),) * 3, "speed_higher_is_better": decode}
+
+
+def with_device_rows(rows: list[dict], device_reports: list[dict]) -> list[dict]:
+    """Speed, memory and thread count measured on a device (`edgeft bench BUNDLE --on ...`) replace the
+    host's for the variant it measured; quality stays the host's (the whole test split)."""
+    measured = {r["variant"]: r for rep in device_reports for r in rep["variants"] if r.get("where") == "device"}
+    out = []
+    for row in rows:
+        device = measured.get(row["name"])
+        out.append(row if device is None else {**row, "latency_ms": device["latency_ms"],
+                                                "peak_rss_bytes": device["peak_rss_bytes"],
+                                                "measured_on": device["machine"].get("cpu")})
+    return out
+
+
+def select_variant(report: dict, cfg, device_reports: list[dict] = ()) -> dict:
+    """{"verdicts": [...], "chosen": name, "rule": why}; raises EdgeftError when nothing fits."""
+    if "quality_metric" not in report:
+        raise EdgeftError("select: this report has no per-example scores (made by an older edgeft): run the bench "
+                          "again (`edgeft run` reruns it)")
+    threads = cfg.threads or max(report["threads"])
+    metric = report["quality_metric"]
+    ref = reference_row(report)
+    rows = with_device_rows(candidates(report), list(device_reports))
+    verdicts = [verdict(row, ref, cfg, _threads(row, threads), metric) for row in rows]
+    if not verdicts:
+        raise EdgeftError("select: the report holds no ONNX variant to ship")
+    fitting = sorted((v for v in verdicts if v["status"] == "fits"),
+                     key=lambda v: (OBJECTIVES[cfg.objective](v), -v["quality"], v["size_mib"], v["name"]))
+    if not fitting:
+        nearest = min(verdicts, key=lambda v: (v["misses"], v["excess"], v["name"]))
+        missed = [r for r in nearest["reasons"] if " > " in r or " < " in r or "straddles" in r]
+        raise EdgeftError(f"select: no variant fits the budget at {threads} threads; the nearest is {nearest['name']}, "
+                          f"which misses: {'; '.join(missed)}")
+    rule = f"{cfg.objective.replace('_', ' ')} that fits" + (f", tied with {fitting[1]['name']}" if len(fitting) > 1
+                                                             and _tied(fitting[0], fitting[1], cfg.objective) else "")
+    return {"threads": threads, "reference": ref["name"], "objective": cfg.objective, "verdicts": verdicts,
+            "chosen": fitting[0]["name"], "rule": rule}
+
+
+def _threads(row: dict, threads: int) -> int:
+    """A device row's own thread count (it is measured at the device's), else the budget's."""
+    return row["latency_ms"][0]["threads"] if row.get("measured_on") else threads
+
+
+def _tied(a: dict, b: dict, objective: str) -> bool:
+    return OBJECTIVES[objective](a) == OBJECTIVES[objective](b)
+
+
+def describe(selection: dict) -> list[str]:
+    """One line per variant and the choice, as `edgeft select` prints them."""
+    lines = [f"{v['name']}: {v['status']}, " + "; ".join(v["reasons"] or ["no limits set"]) for v in selection["verdicts"]]
+    return lines + [f"chosen: {selection['chosen']} ({selection['rule']}; threads {selection['threads']}, quality "
+                    f"against {selection['reference']})"]
