@@ -105,7 +105,10 @@ def cli(verbose):
               help="run folder (default: runs/<recipe name>)")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a recipe field (repeatable)")
 @click.option("--force", is_flag=True, help="rerun stages even when their output is up to date")
-def run(recipe_ref, out, overrides, force):
+@click.option("--track", type=click.Choice(["mlflow"]), default=None,
+              help="log every stage's settings, metrics and reports to MLflow (pip install 'edgeft[track]'; "
+                   "store: mlruns/ in the run folder, or the recipe's tracking.uri)")
+def run(recipe_ref, out, overrides, force, track):
     """Run the whole pipeline from RECIPE (default: the built-in sms-spam-minilm).
 
     data -> [import] -> tune -> merge -> export -> quantize -> bench, into one run folder.
@@ -118,9 +121,9 @@ def run(recipe_ref, out, overrides, force):
     run_dir = out or Path("runs") / recipe.name
     with quiet(run_dir):
         from edgeft.pipeline import run_pipeline
-        report = run_pipeline(recipe, run_dir, force=force)
+        report = run_pipeline(recipe, run_dir, force=force, track=track)
     click.echo(table(report))
-    click.echo(f"\nreports: {run_dir / 'bench' / REPORT_JSON} (and .csv, .md, {REPORT_PLOT}); "
+    click.echo(f"\nreports: {run_dir / 'bench' / REPORT_JSON} (and .csv, .md, .html, {REPORT_PLOT}); "
                f"bundle: {run_dir / 'package'}; log: {run_dir / RUN_LOG}")
 
 

@@ -9,11 +9,15 @@ import json
 import time
 from pathlib import Path
 
+from edgeft import EdgeftError
+from edgeft.benchkit.report import write_reports
 from edgeft.benchkit.select import describe, select_variant
+from edgeft.core.artifacts import rehash
 from edgeft.core.console import say
 from edgeft.core.lock import run_lock
 from edgeft.core.models import is_gguf, resolve_model
 from edgeft.core.recipe import Recipe, dump_recipe
+from edgeft.core.tracking import NoTracking, tracker
 from edgeft.runtime.files import RECIPE_FILE, RUN_SUMMARY
 from edgeft.stages.bench import bench
 from edgeft.stages.data import prepare_data
@@ -28,9 +32,10 @@ from edgeft.stages.tune import tune
 class Stages:
     """Runs stages one after another, saying what each did and timing it."""
 
-    def __init__(self):
+    def __init__(self, tracker=None):
         self.seconds: dict[str, float] = {}
         self.skipped: list[str] = []
+        self.tracker = tracker or NoTracking()
 
     def __call__(self, name: str, fn, *args, **kwargs):
         say(f"== {name}")
@@ -39,20 +44,28 @@ class Stages:
         seconds = time.perf_counter() - start
         self.seconds[name] = round(seconds, 1)
         results = result if isinstance(result, list) else [result]
-        if bool(results) and all(isinstance(r, dict) and r.get("_up_to_date") for r in results):
+        skipped = bool(results) and all(isinstance(r, dict) and r.get("_up_to_date") for r in results)
+        if skipped:
             self.skipped.append(name)
             say(f"   {name}: up to date, skipped")
         else:
             say(f"   {name}: done in {seconds:.1f} s")
+        self.tracker.stage(name, result, seconds, skipped)
         return result
 
 
-def run_pipeline(recipe: Recipe, run_dir: Path, *, force: bool = False, progress: bool = True) -> dict:
+def run_pipeline(recipe: Recipe, run_dir: Path, *, force: bool = False, progress: bool = True,
+                 track: str | None = None) -> dict:
     run_dir = Path(run_dir)
     with run_lock(run_dir):
         (run_dir / RECIPE_FILE).write_text(dump_recipe(recipe))
-        stage = Stages()
-        report = run_stages(recipe, run_dir, stage, force, progress)
+        stage = Stages(tracker(recipe, run_dir, track))
+        try:
+            report = run_stages(recipe, run_dir, stage, force, progress)
+        except BaseException:
+            stage.tracker.close(ok=False)
+            raise
+        stage.tracker.close(ok=True)
         (run_dir / RUN_SUMMARY).write_text(json.dumps({"recipe": recipe.name, "stage_seconds": stage.seconds,
                                                        "skipped": stage.skipped}, indent=2) + "\n")
     return report
@@ -75,20 +88,32 @@ def run_stages(recipe: Recipe, run_dir: Path, stage: Stages, force: bool, progre
         manifests = stage(f"quantize {backend}", quantize, recipe, models[backend], run_dir / "quantize", force=force)
         models.update({m["variant"]: run_dir / "quantize" / m["variant"] for m in manifests})
     report = stage("bench", bench, recipe, list(models.values()), run_dir / "bench", force=force, progress=progress)
-    shipped, selection = choose_variant(recipe, report)
+    shipped, selection = choose_variant(recipe, report, run_dir / "bench")
     if shipped:  # the recipe's checks made sure it names a variant or an export backend
         stage("package", package, recipe, models[shipped], run_dir / "package", bench_dir=run_dir / "bench",
               zip_bundle=recipe.package.zip, force=force, selection=selection)
     return report
 
 
-def choose_variant(recipe: Recipe, report: dict) -> tuple[str | None, dict | None]:
+def choose_variant(recipe: Recipe, report: dict, bench_dir: Path) -> tuple[str | None, dict | None]:
     """The variant to package: the one `select` picks for the recipe's budget (package.variant auto, or
-    any select limit set), else package.variant, else the first quantized variant."""
+    any select limit set), else package.variant, else the first quantized variant. The selection
+    (or why nothing fits) goes into the bench folder's report.json and report.html."""
     variant = recipe.package.variant
-    if variant == "auto" or (variant is None and recipe.select.active()):
+    if variant != "auto" and not (variant is None and recipe.select.active()):
+        return variant or next((v.name for v in recipe.quantize.variants), None), None
+    report = {k: v for k, v in report.items() if not k.startswith("_")}
+    try:
         selection = select_variant(report, recipe.select)
-        for line in describe(selection):
-            say(f"select: {line}")
-        return selection["chosen"], selection
-    return variant or next((v.name for v in recipe.quantize.variants), None), None
+    except EdgeftError as e:
+        record_selection(report, {"error": str(e)}, bench_dir)
+        raise
+    for line in describe(selection):
+        say(f"select: {line}")
+    record_selection(report, selection, bench_dir)
+    return selection["chosen"], selection
+
+
+def record_selection(report: dict, selection: dict, bench_dir: Path) -> None:
+    write_reports({**report, "selection": selection}, bench_dir)
+    rehash(bench_dir)

@@ -1,4 +1,4 @@
-"""Bench reports: the same results as a screen table, JSON, CSV, Markdown and a plot."""
+"""Bench reports: the same results as a screen table, JSON, CSV, Markdown, a plot and an HTML page."""
 from __future__ import annotations
 
 import csv
@@ -7,8 +7,9 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from edgeft.benchkit.html import render as render_html
 from edgeft.benchkit.ledger import ledger_table
-from edgeft.runtime.files import REPORT_CSV, REPORT_JSON, REPORT_MD, REPORT_PLOT
+from edgeft.runtime.files import REPORT_CSV, REPORT_HTML, REPORT_JSON, REPORT_MD, REPORT_PLOT
 
 
 def mib(n: float) -> str:
@@ -77,7 +78,7 @@ def plot(report: dict, path: Path) -> None:
 
 
 def write_reports(report: dict, folder: Path) -> None:
-    """report.json, report.csv, report.md and the plot, all from the same report."""
+    """report.json, report.csv, report.md, the plot and report.html, all from the same report."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
@@ -104,3 +105,4 @@ def write_reports(report: dict, folder: Path) -> None:
                                     + "\n".join(ledger) + "\n" * bool(ledger))
     if "plot" in report:
         plot(report, folder / REPORT_PLOT)
+    (folder / REPORT_HTML).write_text(render_html(report), encoding="utf-8")

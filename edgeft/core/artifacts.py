@@ -89,6 +89,16 @@ def write_manifest(folder: Path, *, stage: str, task: str | None, inputs: list[d
     return {**manifest, "_folder": str(final_folder(folder))}
 
 
+def rehash(folder: Path) -> dict:
+    """Record the files of an artifact again after a later step added to it (the run's selection and
+    report.html in its bench folder); what it came from and how stay as they were."""
+    manifest = read_manifest(folder, verify=False)
+    manifest.pop("_folder")
+    manifest["files"] = hash_files(folder)
+    (Path(folder) / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    return manifest
+
+
 def is_up_to_date(out: Path, inputs: list[dict], config: dict) -> bool:
     """True when `out` holds a valid artifact made from exactly these inputs and this config."""
     try:

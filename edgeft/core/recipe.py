@@ -198,6 +198,12 @@ class PackageSection(Section):
                                                       "that the device can measure accuracy on the user's own task")
 
 
+class TrackingSection(Section):
+    mlflow: bool = Field(False, description="log every stage to MLflow (needs `pip install 'edgeft[track]'`)")
+    uri: Optional[str] = Field(None, description="MLflow tracking URI (default: mlruns/ in the run folder)")
+    experiment: Optional[str] = Field(None, description="MLflow experiment (default: the recipe's name)")
+
+
 class Recipe(Section):
     name: str = "run"
     task: Literal["classification", "generation"] = "classification"
@@ -211,6 +217,7 @@ class Recipe(Section):
     bench: BenchSection = BenchSection()
     select: SelectSection = SelectSection()
     package: PackageSection = PackageSection()
+    tracking: TrackingSection = TrackingSection()
 
     @model_validator(mode="after")
     def _check_across_sections(self):

@@ -42,6 +42,7 @@ REPORT_JSON = "report.json"
 REPORT_CSV = "report.csv"
 REPORT_MD = "report.md"
 REPORT_PLOT = "accuracy_latency.png"
+REPORT_HTML = "report.html"  # one self-contained page: table, plot, selection, ledger
 
 # package artifact
 BUNDLE_README = "README.md"

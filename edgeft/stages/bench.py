@@ -63,7 +63,7 @@ def previous_report(out: Path, inputs: list, config: dict) -> dict | None:
     if not is_up_to_date(out, inputs, config):
         return None
     report = json.loads((Path(out) / REPORT_JSON).read_text())
-    return None if report.get("failed") else {**report, "_up_to_date": True}
+    return None if report.get("failed") else {**report, "_up_to_date": True, "_folder": str(out)}
 
 
 def bench(recipe: Recipe, folders: list[Path], out: Path, *, force: bool = True, progress: bool = True) -> dict:
@@ -89,4 +89,4 @@ def bench(recipe: Recipe, folders: list[Path], out: Path, *, force: bool = True,
     if results.failed:
         raise EdgeftError("bench: " + "; ".join(f"the worker for {name} {why}" for name, why in results.failed.items())
                           + f". The other models' results are in {Path(out) / REPORT_JSON}")
-    return report
+    return {**report, "_folder": str(out)}
