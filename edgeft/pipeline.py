@@ -12,7 +12,7 @@ from pathlib import Path
 from edgeft import EdgeftError
 from edgeft.benchkit.report import write_reports
 from edgeft.benchkit.select import describe, select_variant
-from edgeft.core.artifacts import rehash
+from edgeft.core.artifacts import rehash, variant_name
 from edgeft.core.console import say
 from edgeft.core.lock import run_lock
 from edgeft.core.models import is_gguf, resolve_model
@@ -84,10 +84,13 @@ def run_stages(recipe: Recipe, run_dir: Path, stage: Stages, force: bool, progre
     models = {"merge": run_dir / "merge"}
     for backend in recipe.export.backends:
         models[backend] = run_dir / f"export-{backend}"
-        stage(f"export {backend}", export, recipe, run_dir / "merge", models[backend], backend=backend, force=force)
+        exported = stage(f"export {backend}", export, recipe, run_dir / "merge", models[backend], backend=backend,
+                         force=force)
+        models[variant_name(exported)] = models[backend]  # the name reports give it (onnx-fp32, genai-fp32)
         manifests = stage(f"quantize {backend}", quantize, recipe, models[backend], run_dir / "quantize", force=force)
         models.update({m["variant"]: run_dir / "quantize" / m["variant"] for m in manifests})
-    report = stage("bench", bench, recipe, list(models.values()), run_dir / "bench", force=force, progress=progress)
+    report = stage("bench", bench, recipe, list(dict.fromkeys(models.values())), run_dir / "bench", force=force,
+                   progress=progress)
     shipped, selection = choose_variant(recipe, report, run_dir / "bench")
     if shipped:  # the recipe's checks made sure it names a variant or an export backend
         stage("package", package, recipe, models[shipped], run_dir / "package", bench_dir=run_dir / "bench",

@@ -103,7 +103,7 @@ def test_recipe_errors_are_found_before_any_work(tmp_path):
         "quantize.variants.0 (s): static int8 is implemented for classification only":
             {"task": "generation", "export": {"backends": ["optimum"]},
              "quantize": {"variants": [{"name": "s", "method": "static"}]}},
-        "package.variant: 'int5' names no variant of this recipe (variants: int8-dynamic, int8-static, int4, optimum)":
+        "package.variant: 'int5' names no variant of this recipe (variants: int8-dynamic, int8-static, int4, optimum, or auto)":
             {"package": {"variant": "int5"}},
         "quantize.variants.0.block_size: unknown key": {"quantize": {"variants": [
             {"name": "d", "method": "dynamic", "block_size": 64}]}},

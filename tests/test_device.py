@@ -72,6 +72,11 @@ def test_bench_on_a_device_over_ssh_matches_the_local_accuracy_exactly(bundles, 
     copies = [p for p in (device["remote"] / "bundles").iterdir()]
     assert len(copies) == 1 and read_manifest(copies[0], stage="package")["variant"] == "int8-dynamic"
     assert "device" in (device["out"] / "report.md").read_text()
+    # the ledger's device step: the same eval examples there and here, recomputed from the predictions
+    last = report["ledger"]["steps"][-1]
+    same = sum(a == b for a, b in zip(host["predictions"], there["predictions"])) / len(there["predictions"])
+    assert last["previous"] == host["name"] and last["agreement"] == same == 1.0 and last["change_pts"] == 0
+    assert "on the device" in last["step"] and "<h2>Accuracy ledger</h2>" in (device["out"] / "report.html").read_text()
 
 
 def test_a_second_call_skips_the_copy_and_the_install(bundles, sshd, device, tmp_path):

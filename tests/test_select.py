@@ -126,8 +126,8 @@ def test_select_command_reads_a_run_and_its_flags(tmp_path):
     (tmp_path / "bench/report.json").write_text(json.dumps(rep))
     ok = CliRunner().invoke(cli, ["select", str(tmp_path), "--max-quality-drop", "1"])
     assert ok.exit_code == 0, ok.output
-    assert ok.output.splitlines()[0].startswith("int8: fits, accuracy +0.0 pts")
-    assert ok.output.splitlines()[1].startswith("int4: rejected, accuracy -10.0 pts")
+    assert ok.output.splitlines()[0].startswith("int8: fits (p50 1.00 ms, 20.0 MiB), accuracy +0.0 pts")
+    assert ok.output.splitlines()[1].startswith("int4: rejected (p50 1.00 ms, 20.0 MiB), accuracy -10.0 pts")
     assert ok.output.splitlines()[-1].startswith("chosen: int8 (fastest that fits")
     none = CliRunner().invoke(cli, ["select", str(tmp_path / "bench/report.json"), "--max-size-mib", "1"])
     assert none.exit_code == 2 and "the nearest is" in none.output and "size 20 MiB > 1" in none.output

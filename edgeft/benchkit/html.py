@@ -15,7 +15,7 @@ STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; max-width: 960px; margin: 1.5em auto; padding: 0 1em; color: #1c1c1c; }
 h1 { font-size: 1.5em; margin-bottom: .2em; } h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; width: 100%; font-size: 12.5px; margin: .6em 0; }
-th, td { border: 1px solid #ddd; padding: 3px 5px; text-align: left; vertical-align: top; overflow-wrap: anywhere; }
+th, td { border: 1px solid #ddd; padding: 3px 5px; text-align: left; vertical-align: top; overflow-wrap: break-word; }
 th { background: #f3f3f3; } tr.chosen td { background: #e6f4ea; font-weight: 600; } tr.worst td { background: #fdecea; }
 .fits { color: #137333; } .rejected { color: #b3261e; } .undecided { color: #8a5a00; }
 svg { max-width: 100%; height: auto; } code { overflow-wrap: anywhere; font-size: 12px; }
@@ -80,7 +80,8 @@ def selection_html(selection: dict | None) -> str:
         return "<p class='muted'>No budget was set (recipe <code>select</code>): the recipe's variant is shipped.</p>"
     if "error" in selection:
         return f"<p class='rejected'>{esc(selection['error'])}</p>"
-    items = "".join(f"<li><b>{esc(v['name'])}</b>: <span class='{v['status']}'>{esc(v['status'])}</span>, "
+    items = "".join(f"<li><b>{esc(v['name'])}</b>: <span class='{v['status']}'>{esc(v['status'])}</span> "
+                    f"({esc(v.get('shown', ''))}), "
                     f"{esc('; '.join(v['reasons']) or 'no limits set')}</li>" for v in selection["verdicts"])
     return (f"<p><b>chosen: {esc(selection['chosen'])}</b> ({esc(selection['rule'])}; read at {selection['threads']} "
             f"threads; quality against {esc(selection['reference'])})</p><ul>{items}</ul>")

@@ -96,3 +96,18 @@ def trained_model(models: list[tuple[str, Path, dict]]) -> tuple[str, Path, dict
         return "trained", tune_dir, {**read_manifest(tune_dir, stage="tune", what="tune output", verify=False),
                                      "format": "pytorch"}
     return None
+
+
+def device_ledger(host: dict, device: dict, metric: str) -> dict:
+    """The last step of the ledger, on the device: the same bundle on the same eval examples there
+    and here. Agreement is on the whole prediction (label or answer); the device reports no
+    distributions, so no KL."""
+    value = device["metrics"][metric]
+    steps = [{"model": host["name"], "step": "on the host", "previous": None, "metric": host["metrics"][metric],
+              "change_pts": None, "agreement": None, "mean_kl": None},
+             {"model": device["name"], "step": f"{STEP_NAMES['device']} ({device['machine'].get('cpu')})",
+              "previous": host["name"], "metric": value, "change_pts": 100 * (value - host["metrics"][metric]),
+              "agreement": sum(a == b for a, b in zip(host["predictions"], device["predictions"]))
+              / max(len(device["predictions"]), 1), "mean_kl": None}]
+    return {"metric": metric, "steps": steps, "worst": device["name"] if steps[1]["change_pts"] < 0 else None,
+            "kl": "not measured on the device (it reports predictions, not distributions)"}

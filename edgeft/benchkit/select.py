@@ -123,7 +123,9 @@ def verdict(row: dict, ref: dict, cfg, threads: int, metric: str) -> dict:
     speed = _spread(latency["decode_tokens_per_s"]) if decode else _from_latency("round_p50", "p50")(row, threads)
     if row.get("measured_on"):
         reasons.append(f"speed and memory measured on the device ({row['measured_on']}, {threads} threads)")
-    return {"name": row["name"], "status": worst, "reasons": reasons, "misses": statuses.count("rejected"),
+    shown = (f"decode {speed[0]:.1f} tok/s" if decode else f"p50 {speed[0]:.2f} ms") if speed else "not timed"
+    return {"name": row["name"], "status": worst, "reasons": reasons,
+            "shown": f"{shown}, {row['size_bytes'] / 2**20:.1f} MiB", "misses": statuses.count("rejected"),
             "excess": excess, "quality": row["metrics"][metric], "size_mib": row["size_bytes"] / 2**20,
             "speed": speed or (float("inf"),) * 3, "speed_higher_is_better": decode}
 
@@ -177,6 +179,7 @@ def _tied(a: dict, b: dict, objective: str) -> bool:
 
 def describe(selection: dict) -> list[str]:
     """One line per variant and the choice, as `edgeft select` prints them."""
-    lines = [f"{v['name']}: {v['status']}, " + "; ".join(v["reasons"] or ["no limits set"]) for v in selection["verdicts"]]
+    lines = [f"{v['name']}: {v['status']} ({v['shown']}), " + "; ".join(v["reasons"] or ["no limits set"])
+             for v in selection["verdicts"]]
     return lines + [f"chosen: {selection['chosen']} ({selection['rule']}; threads {selection['threads']}, quality "
                     f"against {selection['reference']})"]

@@ -95,7 +95,8 @@ def bench_classifier(model, rows: list[dict], settings: dict, threads: int, roun
     return {"metrics": metrics, "predictions": said, "correct": [t == s for t, s in zip(truth, said)],
             "latency_ms": [latency_entry(threads, latency)],
             "throughput": [throughput_entry(threads, batch, rates)],
-            "timed": "model call only, at batch 1 on the bundle's eval texts (tokenization done beforehand)"}
+            "timed": "model call only, at batch 1 on the bundle's eval texts (tokenization done beforehand)",
+            "quality_metric": "accuracy"}
 
 
 def _timed(call, inputs: list) -> list[float]:
@@ -125,7 +126,8 @@ def bench_generator(model, rows: list[dict], settings: dict, threads: int, round
             "correct": [normalize_answer(a) == normalize_answer(s) for a, s in zip(answers, said)],
             "latency_ms": [decode_entry(runs, threads, len(prompt), settings["new_tokens"])], "throughput": [],
             "timed": (f"greedy decoding at batch 1: time to first token = prefill of a {len(prompt)}-token prompt + "
-                      f"argmax, then {settings['new_tokens'] - 1} decode steps; tokenization excluded")}
+                      f"argmax, then {settings['new_tokens'] - 1} decode steps; tokenization excluded"),
+            "quality_metric": "exact_match"}
 
 
 BENCHES = {"classification": bench_classifier, "generation": bench_generator}
@@ -148,11 +150,13 @@ def bench_bundle(folder: Path | str, threads: int | None = None, rounds: int = 3
     machine = machine_info()
     row = {"name": f"{manifest['variant']} on {machine['cpu']}", "variant": manifest["variant"], "format": "onnx",
            "stage": "device", "size_bytes": sum(f["bytes"] for f in manifest["files"].values()),
-           **{k: v for k, v in measured.items() if k != "timed"}, "peak_rss_bytes": {str(threads): peak_rss_bytes()},
+           **{k: v for k, v in measured.items() if k not in ("timed", "quality_metric")},
+           "peak_rss_bytes": {str(threads): peak_rss_bytes()},
            "load_seconds": load_seconds, "cold_start": cold}
     return {"task": manifest["task"], "bundle": {"path": str(folder.resolve()), "variant": manifest["variant"],
                                                  "manifest_sha256": manifest_sha256(folder)},
             "threads": [threads], "rounds": rounds, "eval_examples": len(measured["predictions"]),
+            "quality_metric": measured["quality_metric"],
             "timed": measured["timed"], "variants": [row], "machine": machine, "versions": library_versions(),
             "command": " ".join(["edgeft-runtime", *sys.argv[1:]])}
 

@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from edgeft.benchkit.ledger import device_ledger
 from edgeft.benchkit.remote import Device
 from edgeft.benchkit.report import mib, write_reports
 from edgeft.core.artifacts import input_ref, stage_output, write_manifest
@@ -185,6 +186,8 @@ def bench_on_device(bundle: Path, prefix: str, out: Path, *, install: bool = Fal
     report = {"task": manifest["task"], "recipe": f"{bundle.name} ({manifest['variant']})", "bundle": remote["bundle"],
               "on": prefix, "variants": rows, "timed": remote["timed"], "test_examples": remote["eval_examples"],
               "rounds": rounds, "command": " ".join(sys.argv), "table": device_table(rows)}
+    if compare_host:  # the ledger's device step: the same examples there and here
+        report["ledger"] = device_ledger(rows[0], rows[1], remote["quality_metric"])
     with stage_output(out) as tmp:
         write_reports(report, tmp)
         write_manifest(tmp, stage="bench", task=manifest["task"], inputs=[input_ref("bundle", bundle, manifest)],

@@ -16,6 +16,7 @@ from edgeft.core.artifacts import (
     input_ref,
     is_up_to_date,
     read_manifest,
+    sha256_file,
     sha256_json,
     stage_output,
     up_to_date,
@@ -26,7 +27,6 @@ from edgeft.core.recipe import dump_recipe
 from edgeft.core.splits import load_labels, load_split
 from edgeft.core.tasks import get_task
 from edgeft.core.wheel import build_runtime_wheel, runtime_source
-from edgeft.runtime.bundle import hash_files
 from edgeft.runtime.files import BUNDLE_README, EVAL_FILE, RECIPE_FILE, REPORT_JSON, RUNTIME_FILES, TOKENIZER_CHECK_FILE
 from edgeft.runtime.selfcheck import record
 
@@ -128,8 +128,10 @@ def ship_self_checks(folder: Path, source: dict, eval_samples: int) -> dict:
 
 
 def runtime_fingerprint() -> str:
-    """The hash of the runtime's source files: a bundle is rebuilt when the runtime it carries changes."""
-    return sha256_json(hash_files(runtime_source()))
+    """The hash of what goes into the runtime wheel (its modules and project files, not build leftovers):
+    a bundle is rebuilt when the runtime it carries changes."""
+    folder = runtime_source()
+    return sha256_json({p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.suffix in (".py", ".toml", ".md")})
 
 
 def device_readme(recipe, name: str, task: str, files: list[str], metrics: dict, folder: str, checks: dict,
