@@ -118,6 +118,7 @@ def verdict(row: dict, ref: dict, cfg, threads: int, metric: str) -> dict:
             reasons.append(reason)
             excess += over
     worst = "rejected" if "rejected" in statuses else "undecided" if "undecided" in statuses else "fits"
+    missed = [reason for reason, status in zip(reasons, statuses) if status != "fits"]
     latency = _latency(row, threads) or {}
     decode = "decode_tokens_per_s" in latency
     speed = _spread(latency["decode_tokens_per_s"]) if decode else _from_latency("round_p50", "p50")(row, threads)
@@ -125,7 +126,7 @@ def verdict(row: dict, ref: dict, cfg, threads: int, metric: str) -> dict:
         reasons.append(f"speed and memory measured on the device ({row['measured_on']}, {threads} threads)")
     shown = (f"decode {speed[0]:.1f} tok/s" if decode else f"p50 {speed[0]:.2f} ms") if speed else "not timed"
     return {"name": row["name"], "status": worst, "reasons": reasons,
-            "shown": f"{shown}, {row['size_bytes'] / 2**20:.1f} MiB", "misses": statuses.count("rejected"),
+            "shown": f"{shown}, {row['size_bytes'] / 2**20:.1f} MiB", "misses": statuses.count("rejected"), "missed": missed,
             "excess": excess, "quality": row["metrics"][metric], "size_mib": row["size_bytes"] / 2**20,
             "speed": speed or (float("inf"),) * 3, "speed_higher_is_better": decode}
 
@@ -159,9 +160,8 @@ def select_variant(report: dict, cfg, device_reports: list[dict] = ()) -> dict:
                      key=lambda v: (OBJECTIVES[cfg.objective](v), -v["quality"], v["size_mib"], v["name"]))
     if not fitting:
         nearest = min(verdicts, key=lambda v: (v["misses"], v["excess"], v["name"]))
-        missed = [r for r in nearest["reasons"] if " > " in r or " < " in r or "straddles" in r]
         raise EdgeftError(f"select: no variant fits the budget at {threads} threads; the nearest is {nearest['name']}, "
-                          f"which misses: {'; '.join(missed)}")
+                          f"which misses: {'; '.join(nearest['missed'])}")
     rule = f"{cfg.objective.replace('_', ' ')} that fits" + (f", tied with {fitting[1]['name']}" if len(fitting) > 1
                                                              and _tied(fitting[0], fitting[1], cfg.objective) else "")
     return {"threads": threads, "reference": ref["name"], "objective": cfg.objective, "verdicts": verdicts,
