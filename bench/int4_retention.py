@@ -1,0 +1,139 @@
+"""How much of the fine-tune each 4-bit (and 8-bit) remedy keeps: the first measurement of the
+int4-retention issue, on the assistant run's own fine-tuned model and all 500 held-out questions.
+
+    python bench/int4_retention.py [RUN_DIR]      (default: runs/assistant-trec-smollm2, from `edgeft run`)
+
+Candidates, all from the run's folders: the fp32 genai export (the merged model in ONNX: the
+reference), today's int4 (genai builder, RTN, block 32, accuracy level 4, int8 head), and, from the
+optimum fp32 export with onnxruntime's MatMulNBitsQuantizer: RTN int4 (int8 head), HQQ int4 (int8
+head), RTN int4 with the attention value and MLP down projections at int8 (llama.cpp's Q4_K_M rule,
+not a measured sensitivity), and weight-only int8 (MatMulNBits 8 bits) for everything. Every model
+answers the same 500 prompts (the same token ids) greedily through edgeft.runtime, at most 6 tokens;
+exact match is paired with the reference (bootstrap interval, McNemar). Speed: a 128-token prompt,
+64 greedy tokens, 2 threads, models interleaved over 3 rounds. Writes bench/results/int4_retention.json.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from edgeft.benchkit.paired import paired_drop  # noqa: E402
+from edgeft.core.artifacts import library_versions, machine_info, model_bytes  # noqa: E402
+from edgeft.core.metrics import exact_match, normalize_answer  # noqa: E402
+from edgeft.core.splits import load_split  # noqa: E402
+from edgeft.generation.chat import encode_chat  # noqa: E402
+from edgeft.generation.graph import fold_tied_head, lm_head_node  # noqa: E402
+from edgeft.generation.models import load_tokenizer  # noqa: E402
+from edgeft.generation.runners import OrtGenerator  # noqa: E402
+from edgeft.stages.quantize import copy_sidecar_files  # noqa: E402
+
+THREADS, ROUNDS, NEW_TOKENS, PROMPT_TOKENS, MAX_ANSWER = 2, 3, 64, 128, 6
+BLOCK = 32
+
+
+def quantize(src: Path, dst: Path, algorithm: str, bits: int = 4, int8_nodes=lambda name: False) -> Path:
+    """MatMulNBits weights for every MatMul with a constant weight; the head (and `int8_nodes`) at 8 bits."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import HQQWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    dst.mkdir(parents=True)
+    copy_sidecar_files(src, dst)
+    model = onnx.load(str(src / "model.onnx"))
+    fold_tied_head(model)
+    head = lm_head_node(model).name
+    matmuls = [n.name for n in model.graph.node if n.op_type == "MatMul"]
+    eight = [n for n in matmuls if n == head or int8_nodes(n)] if bits == 4 else []
+    algo = HQQWeightOnlyQuantConfig(block_size=BLOCK, bits=bits) if algorithm == "hqq" else None
+    q = MatMulNBitsQuantizer(model, bits=bits, block_size=BLOCK, is_symmetric=True, accuracy_level=4,
+                             nodes_to_exclude=eight, op_types_to_quantize=("MatMul",), algo_config=algo)
+    q.process()
+    model = q.model.model
+    if eight:
+        q8 = MatMulNBitsQuantizer(model, bits=8, block_size=BLOCK, is_symmetric=True, accuracy_level=4,
+                                  nodes_to_include=eight, op_types_to_quantize=("MatMul",))
+        q8.process()
+        model = q8.model.model
+    onnx.save(model, str(dst / "model.onnx"), save_as_external_data=True, location="model.onnx.data")
+    return dst
+
+
+def candidates(run: Path, tmp: Path) -> dict[str, Path]:
+    optimum = run / "export-optimum"
+    q4km_rule = lambda name: "v_proj" in name or "down_proj" in name  # noqa: E731
+    made = {"fp32 (genai export; reference)": run / "export-genai",
+            "int4 today (genai builder RTN, acc 4, int8 head)": run / "quantize/int4"}
+    recipes = {"int4 RTN (optimum graph, int8 head)": dict(algorithm="rtn"),
+               "int4 HQQ (int8 head)": dict(algorithm="hqq"),
+               "int4 RTN, v_proj+down_proj int8 (Q4_K_M rule)": dict(algorithm="rtn", int8_nodes=q4km_rule),
+               "int8 weight-only (MatMulNBits 8 bits)": dict(algorithm="rtn", bits=8)}
+    for i, (name, kwargs) in enumerate(recipes.items()):
+        start = time.perf_counter()
+        made[name] = quantize(optimum, tmp / f"c{i}", **kwargs)
+        print(f"quantized {name} in {time.perf_counter() - start:.0f} s", flush=True)
+    return made
+
+
+def main() -> None:
+    run = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "runs/assistant-trec-smollm2"
+    recipe_len = 96  # the assistant recipe's data.max_length: the prompts the bench gives
+    tokenizer = load_tokenizer(run / "merge")
+    test = load_split(run / "data", "test")
+    encoded = [encode_chat(tokenizer, r["messages"], recipe_len) for r in test]
+    prompts, answers = [f[:n] for f, n in encoded], [f[n:] for f, n in encoded]
+    text = " ".join(r["messages"][-2]["content"] for r in test)
+    speed_prompt = tokenizer(text, add_special_tokens=False)["input_ids"][:PROMPT_TOKENS]
+    with tempfile.TemporaryDirectory(prefix="edgeft-retention-") as tmp:
+        models = candidates(run, Path(tmp))
+        results = {}
+        for name, folder in models.items():
+            runner = OrtGenerator(folder, THREADS)
+            start = time.perf_counter()
+            reply = runner.evaluate(prompts, answers, MAX_ANSWER)
+            said = [tokenizer.decode(p, skip_special_tokens=True).strip() for p in reply["predictions"]]
+            results[name] = {"size_mib": model_bytes(folder) / 2**20,
+                             "exact_match": exact_match([r["answer"] for r in test], said),
+                             "correct": [normalize_answer(r["answer"]) == normalize_answer(s) for r, s in zip(test, said)],
+                             "eval_seconds": time.perf_counter() - start, "runs": []}
+            print(f"{name}: exact match {results[name]['exact_match']:.3f}", flush=True)
+        runners = {name: OrtGenerator(folder, THREADS) for name, folder in models.items()}
+        for runner in runners.values():
+            runner.speed(speed_prompt, 2)
+        for _ in range(ROUNDS):
+            for name, runner in runners.items():
+                results[name]["runs"].append(runner.speed(speed_prompt, NEW_TOKENS))
+        del runners
+    summarize(results, run)
+
+
+def summarize(results: dict, run: Path) -> None:
+    from edgeft.runtime.stats import decode_entry
+
+    ref_name = next(iter(results))
+    ref = results[ref_name]
+    rows = {}
+    for name, r in results.items():
+        speed = decode_entry(r.pop("runs"), THREADS, PROMPT_TOKENS, NEW_TOKENS)
+        drop = paired_drop(ref["correct"], r["correct"]).to_dict()
+        rows[name] = {**{k: v for k, v in r.items() if k != "correct"}, "retention": r["exact_match"] / ref["exact_match"],
+                      "drop_vs_reference_pts": drop, "decode_tokens_per_s": speed["decode_tokens_per_s"],
+                      "prefill_tokens_per_s": speed["prefill_tokens_per_s"], "ttft_ms": speed["ttft_ms"]}
+        d = speed["decode_tokens_per_s"]
+        print(f"{name:52} EM {r['exact_match']:.3f} (retention {rows[name]['retention']:.3f}; {-drop['points']:+.1f} pts, "
+              f"{-drop['high']:+.1f} to {-drop['low']:+.1f}) {r['size_mib']:.0f} MiB, decode {d['median']:.1f} "
+              f"({d['min']:.1f}-{d['max']:.1f}) tok/s, prefill {speed['prefill_tokens_per_s']['median']:.0f} tok/s")
+    out = {"run": str(run), "questions": len(ref["correct"]), "reference": ref_name, "threads": THREADS,
+           "rounds": ROUNDS, "max_answer_tokens": MAX_ANSWER, "block_size": BLOCK, "candidates": rows,
+           "machine": machine_info(), "versions": library_versions(), "command": " ".join(sys.argv)}
+    path = ROOT / "bench/results/int4_retention.json"
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
