@@ -6,8 +6,10 @@ int4-retention issue, on the assistant run's own fine-tuned model and all 500 he
 Candidates, all from the run's folders: the fp32 genai export (the merged model in ONNX: the
 reference), today's int4 (genai builder, RTN, block 32, accuracy level 4, int8 head), and, from the
 optimum fp32 export with onnxruntime's MatMulNBitsQuantizer: RTN int4 (int8 head), HQQ int4 (int8
-head), RTN int4 with the attention value and MLP down projections at int8 (llama.cpp's Q4_K_M rule,
-not a measured sensitivity), and weight-only int8 (MatMulNBits 8 bits) for everything. Every model
+head), GPTQ int4 calibrated on 16 of the recipe's training chats (int8 head), RTN int4 with the
+attention value and MLP down projections at int8 (llama.cpp's Q4_K_M rule, not a measured
+sensitivity), and weight-only int8 (MatMulNBits 8 bits) for everything. `--only NAME` measures one
+candidate (and the reference) again and merges it into the JSON. Every model
 answers the same 500 prompts (the same token ids) greedily through edgeft.runtime, at most 6 tokens;
 exact match is paired with the reference (bootstrap interval, McNemar). Speed: a 128-token prompt,
 64 greedy tokens, 2 threads, models interleaved over 3 rounds. Writes bench/results/int4_retention.json.
@@ -37,7 +39,37 @@ THREADS, ROUNDS, NEW_TOKENS, PROMPT_TOKENS, MAX_ANSWER = 2, 3, 64, 128, 6
 BLOCK = 32
 
 
-def quantize(src: Path, dst: Path, algorithm: str, bits: int = 4, int8_nodes=lambda name: False) -> Path:
+def calibration_reader(model, run: Path, samples: int = 16):
+    """GPTQ's calibration: the recipe's training chats, whole, through the fp32 graph (empty KV cache)."""
+    import numpy as np
+    from onnxruntime.quantization import CalibrationDataReader
+
+    tokenizer = load_tokenizer(run / "merge")
+    inputs = {i.name: i for i in model.graph.input}
+    pasts = [n for n in inputs if n.startswith("past_key_values")]
+    dims = inputs[pasts[0]].type.tensor_type.shape.dim
+    empty = np.zeros((1, dims[1].dim_value, 0, dims[3].dim_value), dtype=np.float32)
+    feeds = []
+    for row in load_split(run / "data", "train")[:samples]:
+        ids, _ = encode_chat(tokenizer, row["messages"], 96)
+        feed = {"input_ids": np.array([ids], dtype=np.int64), "attention_mask": np.ones((1, len(ids)), dtype=np.int64),
+                "position_ids": np.arange(len(ids), dtype=np.int64)[None], **{p: empty for p in pasts}}
+        feeds.append({k: v for k, v in feed.items() if k in inputs})
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.rewind()
+
+        def get_next(self):
+            return next(self.items, None)
+
+        def rewind(self):
+            self.items = iter(feeds)
+
+    return Reader()
+
+
+def quantize(src: Path, dst: Path, algorithm: str, bits: int = 4, int8_nodes=lambda name: False, run=None) -> Path:
     """MatMulNBits weights for every MatMul with a constant weight; the head (and `int8_nodes`) at 8 bits."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import HQQWeightOnlyQuantConfig, MatMulNBitsQuantizer
@@ -49,7 +81,12 @@ def quantize(src: Path, dst: Path, algorithm: str, bits: int = 4, int8_nodes=lam
     head = lm_head_node(model).name
     matmuls = [n.name for n in model.graph.node if n.op_type == "MatMul"]
     eight = [n for n in matmuls if n == head or int8_nodes(n)] if bits == 4 else []
-    algo = HQQWeightOnlyQuantConfig(block_size=BLOCK, bits=bits) if algorithm == "hqq" else None
+    from onnxruntime.quantization.matmul_nbits_quantizer import GPTQWeightOnlyQuantConfig
+
+    algo = {"hqq": lambda: HQQWeightOnlyQuantConfig(block_size=BLOCK, bits=bits),
+            "gptq": lambda: GPTQWeightOnlyQuantConfig(calibration_data_reader=calibration_reader(model, run),
+                                                      block_size=BLOCK),
+            "rtn": lambda: None}[algorithm]()
     q = MatMulNBitsQuantizer(model, bits=bits, block_size=BLOCK, is_symmetric=True, accuracy_level=4,
                              nodes_to_exclude=eight, op_types_to_quantize=("MatMul",), algo_config=algo)
     q.process()
@@ -63,16 +100,20 @@ def quantize(src: Path, dst: Path, algorithm: str, bits: int = 4, int8_nodes=lam
     return dst
 
 
-def candidates(run: Path, tmp: Path) -> dict[str, Path]:
+def candidates(run: Path, tmp: Path, only: list[str]) -> dict[str, Path]:
     optimum = run / "export-optimum"
     q4km_rule = lambda name: "v_proj" in name or "down_proj" in name  # noqa: E731
-    made = {"fp32 (genai export; reference)": run / "export-genai",
-            "int4 today (genai builder RTN, acc 4, int8 head)": run / "quantize/int4"}
+    made = {"fp32 (genai export; reference)": run / "export-genai"}
+    if not only:
+        made["int4 today (genai builder RTN, acc 4, int8 head)"] = run / "quantize/int4"
     recipes = {"int4 RTN (optimum graph, int8 head)": dict(algorithm="rtn"),
                "int4 HQQ (int8 head)": dict(algorithm="hqq"),
                "int4 RTN, v_proj+down_proj int8 (Q4_K_M rule)": dict(algorithm="rtn", int8_nodes=q4km_rule),
-               "int8 weight-only (MatMulNBits 8 bits)": dict(algorithm="rtn", bits=8)}
+               "int8 weight-only (MatMulNBits 8 bits)": dict(algorithm="rtn", bits=8),
+               "int4 GPTQ (16 training chats), int8 head": dict(algorithm="gptq", run=run)}
     for i, (name, kwargs) in enumerate(recipes.items()):
+        if only and name not in only:
+            continue
         start = time.perf_counter()
         made[name] = quantize(optimum, tmp / f"c{i}", **kwargs)
         print(f"quantized {name} in {time.perf_counter() - start:.0f} s", flush=True)
@@ -80,7 +121,14 @@ def candidates(run: Path, tmp: Path) -> dict[str, Path]:
 
 
 def main() -> None:
-    run = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "runs/assistant-trec-smollm2"
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("run", nargs="?", type=Path, default=ROOT / "runs/assistant-trec-smollm2")
+    parser.add_argument("--only", action="append", default=[],
+                        help="measure only this candidate (and the reference), adding it to the JSON")
+    args = parser.parse_args()
+    run = args.run
     recipe_len = 96  # the assistant recipe's data.max_length: the prompts the bench gives
     tokenizer = load_tokenizer(run / "merge")
     test = load_split(run / "data", "test")
@@ -89,7 +137,7 @@ def main() -> None:
     text = " ".join(r["messages"][-2]["content"] for r in test)
     speed_prompt = tokenizer(text, add_special_tokens=False)["input_ids"][:PROMPT_TOKENS]
     with tempfile.TemporaryDirectory(prefix="edgeft-retention-") as tmp:
-        models = candidates(run, Path(tmp))
+        models = candidates(run, Path(tmp), args.only)
         results = {}
         for name, folder in models.items():
             runner = OrtGenerator(folder, THREADS)
@@ -108,10 +156,10 @@ def main() -> None:
             for name, runner in runners.items():
                 results[name]["runs"].append(runner.speed(speed_prompt, NEW_TOKENS))
         del runners
-    summarize(results, run)
+    summarize(results, run, keep_others=bool(args.only))
 
 
-def summarize(results: dict, run: Path) -> None:
+def summarize(results: dict, run: Path, keep_others: bool = False) -> None:
     from edgeft.runtime.stats import decode_entry
 
     ref_name = next(iter(results))
@@ -131,6 +179,10 @@ def summarize(results: dict, run: Path) -> None:
            "rounds": ROUNDS, "max_answer_tokens": MAX_ANSWER, "block_size": BLOCK, "candidates": rows,
            "machine": machine_info(), "versions": library_versions(), "command": " ".join(sys.argv)}
     path = ROOT / "bench/results/int4_retention.json"
+    if keep_others and path.exists():  # --only: the other candidates stay as they were measured
+        earlier = json.loads(path.read_text())
+        out["candidates"] = {**earlier["candidates"], **rows}
+        out["commands"] = [*earlier.get("commands", [earlier["command"]]), out["command"]]
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {path}")
 
