@@ -8,7 +8,8 @@ reference), today's int4 (genai builder, RTN, block 32, accuracy level 4, int8 h
 optimum fp32 export with onnxruntime's MatMulNBitsQuantizer: RTN int4 (int8 head), HQQ int4 (int8
 head), GPTQ int4 calibrated on 16 of the recipe's training chats (int8 head), RTN int4 with the
 attention value and MLP down projections at int8 (llama.cpp's Q4_K_M rule, not a measured
-sensitivity), and weight-only int8 (MatMulNBits 8 bits) for everything. `--only NAME` measures one
+sensitivity), weight-only int8 (MatMulNBits 8 bits) for everything, and the recipe's own int4
+applied to the adapter merged into the dequantized NF4 weights it was trained against. `--only NAME` measures one
 candidate (and the reference) again and merges it into the JSON. Every model
 answers the same 500 prompts (the same token ids) greedily through edgeft.runtime, at most 6 tokens;
 exact match is paired with the reference (bootstrap interval, McNemar). Speed: a 128-token prompt,
@@ -17,6 +18,7 @@ exact match is paired with the reference (bootstrap interval, McNemar). Speed: a
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -100,6 +102,38 @@ def quantize(src: Path, dst: Path, algorithm: str, bits: int = 4, int8_nodes=lam
     return dst
 
 
+def merged_into_nf4(run: Path, out: Path, precision: str = "int4") -> Path:
+    """The adapter merged into the dequantized NF4 weights it was trained against (not the original
+    fp32 ones), then the recipe's own int4 (genai builder): the issue's first hypothesis."""
+    import torch
+    from peft import PeftModel
+
+    from edgeft.core.artifacts import lineage_input, read_manifest
+    from edgeft.core.qlora import dequantize_4bit_linears, nf4_config
+    from edgeft.core.recipe import load_recipe
+    from edgeft.core.tasks import get_task
+    from edgeft.generation.genai import build_genai
+
+    tuned = read_manifest(run / "tune", stage="tune", verify=False)
+    model = get_task("generation").load_model(lineage_input(tuned, "base_model"), [],
+                                              quantization_config=nf4_config(False), device_map={"": "cpu"})
+    dequantize_4bit_linears(model, torch.float32)
+    # now a plain fp32 model holding the NF4 values: let transformers save it as one
+    model.is_quantized, model.hf_quantizer = False, None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    merged = PeftModel.from_pretrained(model, run / "tune").merge_and_unload().eval()
+    assert all(p.dtype == torch.float32 for p in merged.parameters())
+    hf = out.parent / f"{out.name}-hf"
+    merged.save_pretrained(hf, safe_serialization=True)
+    load_tokenizer(run / "merge").save_pretrained(hf)
+    out.mkdir(parents=True)
+    variant = next(v for v in load_recipe("assistant-trec-smollm2").quantize.variants if v.name == "int4")
+    build_genai(hf, out, precision=precision, variant=variant if precision == "int4" else None)
+    shutil.copy(run / "quantize/int4/generation.json", out / "generation.json")
+    return out
+
+
 def candidates(run: Path, tmp: Path, only: list[str]) -> dict[str, Path]:
     optimum = run / "export-optimum"
     q4km_rule = lambda name: "v_proj" in name or "down_proj" in name  # noqa: E731
@@ -111,6 +145,10 @@ def candidates(run: Path, tmp: Path, only: list[str]) -> dict[str, Path]:
                "int4 RTN, v_proj+down_proj int8 (Q4_K_M rule)": dict(algorithm="rtn", int8_nodes=q4km_rule),
                "int8 weight-only (MatMulNBits 8 bits)": dict(algorithm="rtn", bits=8),
                "int4 GPTQ (16 training chats), int8 head": dict(algorithm="gptq", run=run)}
+    for precision, nf4 in (("fp32", "fp32 of the adapter merged into dequantized NF4 (genai export)"),
+                           ("int4", "int4 today's recipe on the adapter merged into dequantized NF4")):
+        if not only or nf4 in only:
+            made[nf4] = merged_into_nf4(run, tmp / f"nf4-{precision}", precision)
     for i, (name, kwargs) in enumerate(recipes.items()):
         if only and name not in only:
             continue
