@@ -11,6 +11,8 @@ from __future__ import annotations
 import html
 import io
 
+from edgeft.benchkit.plot import close, figure
+
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; max-width: 960px; margin: 1.5em auto; padding: 0 1em; color: #1c1c1c; }
 h1 { font-size: 1.5em; margin-bottom: .2em; } h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
@@ -39,38 +41,11 @@ def table_html(t: dict, css_id: str, row_class=lambda row: "") -> str:
     return f"<table id='{css_id}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def pareto(points: list[dict]) -> list[dict]:
-    """The points no other point beats on both axes (x: lower is better, y: higher is better)."""
-    front = [p for p in points if not any(q["x"] <= p["x"] and q["y"] >= p["y"] and (q["x"], q["y"]) != (p["x"], p["y"])
-                                          for q in points)]
-    return sorted(front, key=lambda p: p["x"])
-
-
 def plot_svg(spec: dict, chosen: str | None) -> str:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    points, front = spec["points"], pareto(spec["points"])
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    ax.scatter([p["x"] for p in points], [p["y"] for p in points], s=36, color="#5f6368", zorder=2)
-    ax.step([p["x"] for p in front], [p["y"] for p in front], where="post", color="#1a73e8", lw=1.5,
-            label="Pareto front", zorder=1)
-    for p in points:
-        mark = p["name"] == chosen
-        if mark:
-            ax.scatter([p["x"]], [p["y"]], s=160, facecolors="none", edgecolors="#137333", lw=2, zorder=3,
-                       label="chosen")
-        ax.annotate(p["name"], (p["x"], p["y"]), textcoords="offset points", xytext=(5, 4), fontsize=8,
-                    fontweight="bold" if mark else "normal")
-    ax.set_xlabel(spec["xlabel"])
-    ax.set_ylabel(spec["ylabel"])
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    fig = figure(spec, chosen)
     out = io.StringIO()
     fig.savefig(out, format="svg")
-    plt.close(fig)
+    close(fig)
     svg = out.getvalue()
     return svg[svg.index("<svg"):]
 

@@ -34,16 +34,21 @@ class Device:
             return [*words, "sh -c " + shlex.quote(script)]
         return [*words, "sh", "-c", script]
 
-    def run(self, script: str, what: str, stdin: bytes | None = None) -> str:
-        """Run `script` on the device; its standard output, or one EdgeftError saying what failed."""
+    def start(self, script: str) -> subprocess.Popen:
+        """The prefix running `script`, with pipes for its standard streams (never this process's
+        own stdin: ssh would read the user's terminal)."""
         try:
-            # an empty stdin, never this process's own: ssh would read the user's terminal
-            done = subprocess.run(self.argv(script), input=stdin or b"", capture_output=True)
+            return subprocess.Popen(self.argv(script), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
         except FileNotFoundError as e:
             raise EdgeftError(f"--on: cannot run `{self.prefix}`: {e.strerror}: {e.filename}") from None
-        out, err = done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
-        if done.returncode != 0:
-            raise EdgeftError(self.explain(done.returncode, err, what))
+
+    def run(self, script: str, what: str, stdin: bytes | None = None) -> str:
+        """Run `script` on the device; its standard output, or one EdgeftError saying what failed."""
+        proc = self.start(script)
+        out, err = (x.decode(errors="replace") for x in proc.communicate(stdin or b""))
+        if proc.returncode != 0:
+            raise EdgeftError(self.explain(proc.returncode, err, what))
         return out
 
     def explain(self, code: int, stderr: str, what: str) -> str:
@@ -57,11 +62,7 @@ class Device:
     def send_folder(self, folder: Path, script: str, what: str) -> str:
         """Stream `folder` as a tar archive into `script`'s standard input (which unpacks it). Called
         once the device has answered, so a connection lost now is reported as a cut transfer."""
-        try:
-            proc = subprocess.Popen(self.argv(script), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE)
-        except FileNotFoundError as e:
-            raise EdgeftError(f"--on: cannot run `{self.prefix}`: {e.strerror}: {e.filename}") from None
+        proc = self.start(script)
         cut = None
         try:
             with tarfile.open(fileobj=proc.stdin, mode="w|", format=tarfile.PAX_FORMAT) as tar:

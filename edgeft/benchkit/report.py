@@ -9,6 +9,7 @@ from tabulate import tabulate
 
 from edgeft.benchkit.html import render as render_html
 from edgeft.benchkit.ledger import ledger_table
+from edgeft.benchkit.plot import close, figure
 from edgeft.runtime.files import REPORT_CSV, REPORT_HTML, REPORT_JSON, REPORT_MD, REPORT_PLOT
 
 
@@ -59,22 +60,10 @@ def plot_points(rows: list[dict], threads: int, x: str, y: str, xlabel: str, yla
 
 def plot(report: dict, path: Path) -> None:
     """Quality against speed, one point per model (the points come from the task)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     spec = report["plot"]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for point in spec["points"]:
-        ax.scatter(point["x"], point["y"], s=40)
-        ax.annotate(point["name"], (point["x"], point["y"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.set_xlabel(spec["xlabel"])
-    ax.set_ylabel(spec["ylabel"])
-    ax.set_title(f"{report['recipe']}: {spec['ylabel']} vs latency")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
+    fig = figure(spec, (report.get("selection") or {}).get("chosen"), f"{report['recipe']}: {spec['ylabel']} vs latency")
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+    close(fig)
 
 
 def write_reports(report: dict, folder: Path) -> None:

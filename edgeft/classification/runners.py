@@ -98,10 +98,7 @@ class TrainedClassifier(TorchClassifier):
     QLoRA); the first step of the accuracy ledger."""
 
     def load(self, folder: Path, labels: list[str]):
-        from edgeft.core.artifacts import lineage_input, read_manifest
         from edgeft.core.qlora import load_trained
         from edgeft.core.tasks import get_task
 
-        tuned = read_manifest(folder, stage="tune", verify=False)
-        return load_trained(get_task(tuned["task"]), lineage_input(tuned, "base_model"), folder, labels,
-                            qlora=tuned["config"]["method"] == "qlora")
+        return load_trained(get_task("classification"), folder, labels)

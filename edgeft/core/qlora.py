@@ -186,10 +186,16 @@ def fused_cross_entropy(model) -> bool:
     return True
 
 
-def load_trained(task, base: Path, tune_dir: Path, labels: list[str], qlora: bool):
+def load_trained(task, tune_dir: Path, labels: list[str]):
     """What was trained, as it was trained: the adapter on the NF4 base (QLoRA) or on the fp32 base
-    (LoRA). The merge gate and the bench's accuracy ledger both start from it."""
+    (LoRA), both read from the tune folder's manifest. The merge gate and the bench's accuracy
+    ledger both start from it."""
     from peft import PeftModel
 
+    from edgeft.core.artifacts import lineage_input, read_manifest
+
+    tuned = read_manifest(tune_dir, stage="tune", what="tune output", verify=False)
+    qlora = tuned["config"]["method"] == "qlora"
     kwargs = {"quantization_config": nf4_config(False), "device_map": {"": "cpu"}} if qlora else {}
+    base = lineage_input(tuned, "base_model")
     return PeftModel.from_pretrained(task.load_model(base, labels, **kwargs), tune_dir).eval()

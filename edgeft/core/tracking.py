@@ -86,10 +86,9 @@ class MlflowTracking:
         run = self.client.create_run(self.experiment, run_name=name, tags={"mlflow.parentRunId": self.parent,
                                                                            "edgeft.skipped": str(skipped)})
         run_id = run.info.run_id
-        for one in (result if isinstance(result, list) else [result]):
-            if not isinstance(one, dict):
-                continue
-            tag = f"{one['variant']}." if len(result if isinstance(result, list) else [1]) > 1 else ""
+        results = [r for r in (result if isinstance(result, list) else [result]) if isinstance(r, dict)]
+        for one in results:
+            tag = f"{one['variant']}." if len(results) > 1 else ""  # several variants share the stage's run
             metrics = report_numbers(one) if "variants" in one else flatten(one.get("metrics", {}), numbers_only=True)
             self.log(run_id, flatten(one.get("config", {}), tag), {f"{tag}{k}": v for k, v in metrics.items()})
             if one.get("_folder"):  # the stage's manifest, and a bench's reports

@@ -75,8 +75,8 @@ def summary(report: dict) -> str:
     row, machine = report["variants"][0], report["machine"]
     lines = [f"{report['bundle']['variant']} on {machine['cpu']} ({machine['cpus']} CPUs, {machine['os']}, "
              f"{machine['machine']}), {report['threads'][0]} threads, {report['rounds']} rounds"]
-    lines += [f"  {k.replace('_', ' ')}: {v:.4f}" for k, v in row["metrics"].items()]
-    lines[-len(row["metrics"]):] = [f"{s} ({report['eval_examples']} eval examples)" for s in lines[-len(row["metrics"]):]]
+    lines += [f"  {k.replace('_', ' ')}: {v:.4f} ({report['eval_examples']} eval examples)"
+              for k, v in row["metrics"].items()]
     cold = row["cold_start"]
     lines.append(f"  cold start to first result: {cold['first_result_s']['median']:.2f} s "
                  f"(min-max {cold['first_result_s']['min']:.2f}-{cold['first_result_s']['max']:.2f}), "

@@ -77,7 +77,7 @@ def merge_and_check(task, base: Path, tune_dir: Path, examples, labels: list[str
     merged_logits = examples.collect_logits(merged, BATCH)
     checks = {"vs_adapter_fp32": compare_logits(adapter_logits, merged_logits), "gate": {"against": "vs_adapter_fp32"}}
     if qlora:  # what was trained: the NF4 base with the adapter; the merge must not drift far from it
-        trained = load_trained(task, base, tune_dir, labels, qlora=True)
+        trained = load_trained(task, tune_dir, labels)
         checks["vs_trained_nf4"] = compare_logits(examples.collect_logits(trained, BATCH), merged_logits)
         checks["gate"]["against"] = "vs_trained_nf4"
     return merged, checks
