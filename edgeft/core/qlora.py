@@ -23,8 +23,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from edgeft.core.grid import HEAD_MODULES
+
 MODES = ("plain", "dequantized", "4bit")
-HEAD_MODULES = ["classifier", "score", "pooler", "lm_head"]  # never quantized to 4 bits
 PACKED_BLOCK_N = 32  # bitsandbytes' packed CPU layout: rows per block
 
 
@@ -35,7 +36,7 @@ def nf4_config(on_cuda: bool):
 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                               bnb_4bit_compute_dtype=torch.bfloat16 if on_cuda else torch.float32,
-                              llm_int8_skip_modules=HEAD_MODULES)
+                              llm_int8_skip_modules=list(HEAD_MODULES))
 
 
 def packed_cpu_unfit(module) -> bool:
@@ -187,15 +188,25 @@ def fused_cross_entropy(model) -> bool:
 
 
 def load_trained(task, tune_dir: Path, labels: list[str]):
-    """What was trained, as it was trained: the adapter on the NF4 base (QLoRA) or on the fp32 base
-    (LoRA), both read from the tune folder's manifest. The merge gate and the bench's accuracy
-    ledger both start from it."""
+    """What was trained, as it was trained: the adapter on the NF4 base (QLoRA), on the base held on
+    the int4 grid (QLoRA with `tune.base_quant: int4`) or on the fp32 base (LoRA), read from the tune
+    folder's manifest. The merge gate and the bench's accuracy ledger both start from it."""
     from peft import PeftModel
 
     from edgeft.core.artifacts import lineage_input, read_manifest
 
     tuned = read_manifest(tune_dir, stage="tune", what="tune output", verify=False)
-    qlora = tuned["config"]["method"] == "qlora"
-    kwargs = {"quantization_config": nf4_config(False), "device_map": {"": "cpu"}} if qlora else {}
-    base = lineage_input(tuned, "base_model")
-    return PeftModel.from_pretrained(task.load_model(base, labels, **kwargs), tune_dir).eval()
+    grid = trained_grid(tuned["config"])
+    nf4 = tuned["config"]["method"] == "qlora" and not grid
+    kwargs = {"quantization_config": nf4_config(False), "device_map": {"": "cpu"}} if nf4 else {}
+    model = task.load_model(lineage_input(tuned, "base_model"), labels, **kwargs)
+    if grid:
+        from edgeft.core.grid import put_on_grid
+        put_on_grid(model, grid)
+    return PeftModel.from_pretrained(model, tune_dir).eval()
+
+
+def trained_grid(tune_config: dict) -> str | None:
+    """The int grid a QLoRA adapter was trained against (`tune.base_quant`), or None (NF4, LoRA)."""
+    quant = tune_config.get("base_quant", "nf4")
+    return quant if tune_config["method"] == "qlora" and quant != "nf4" else None

@@ -2,7 +2,8 @@
 
 The merge goes into fp32 weights, never into 4-bit modules. A parity gate compares the merged
 model on validation examples with the adapter model (same fp32 base, unmerged) and, after QLoRA,
-with what was trained (the NF4 base + adapter). Below `merge.min_agreement` it refuses.
+with what was trained (the NF4 base + adapter; or, for `tune.base_quant: int4`, the int4-grid base +
+adapter against the merged model rounded to that grid). Below `merge.min_agreement` it refuses.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from edgeft.core.tasks import get_task
 from edgeft.runtime.files import HF_CONFIG_FILE, LABELS_FILE, PREPROCESS_FILE
 
 GATE_NAMES = {"vs_adapter_fp32": "the adapter on the fp32 base",
-              "vs_trained_nf4": "what was trained (NF4 base + adapter)"}
+              "vs_trained_nf4": "what was trained (NF4 base + adapter)",
+              "vs_trained_int4": "what was trained (int4-grid base + adapter), both on the int4 grid"}
 BATCH = 16
 
 
@@ -44,7 +46,7 @@ def merge(recipe: Recipe, tune_dir: Path, out: Path, *, force: bool = True) -> d
     tokenizer = task.load_tokenizer(tune_dir)
     rows = load_split(lineage_input(tuned, "data"), "validation")[:recipe.merge.samples]
     examples = task.examples(rows, tokenizer, tuned["config"]["max_length"], labels)
-    merged, checks = merge_and_check(task, base, Path(tune_dir), examples, labels, qlora=tuned["config"]["method"] == "qlora")
+    merged, checks = merge_and_check(task, base, Path(tune_dir), examples, labels, tuned["config"])
     gate = checks["gate"]["against"]
     agreement = checks[gate]["agreement"]
     checks["gate"].update(min_agreement=recipe.merge.min_agreement, passed=agreement >= recipe.merge.min_agreement)
@@ -63,21 +65,33 @@ def merge(recipe: Recipe, tune_dir: Path, out: Path, *, force: bool = True) -> d
                               labels=labels, format="pytorch")
 
 
-def merge_and_check(task, base: Path, tune_dir: Path, examples, labels: list[str], qlora: bool):
-    """The merged fp32 model, and its logits compared with the adapter model's (and, after QLoRA,
-    with the trained NF4 model's): the gate is the last of them."""
+def merge_and_check(task, base: Path, tune_dir: Path, examples, labels: list[str], tune_config: dict):
+    """The merged fp32 model, and its logits compared with the adapter model's and, after QLoRA,
+    with what was trained: the gate is the last of them. An adapter trained on the int4 grid is
+    compared there: the merged model rounded to that grid (what the int4 variant computes)."""
+    import copy
+
     import torch
     from peft import PeftModel
 
-    from edgeft.core.qlora import load_trained
+    from edgeft.core.qlora import load_trained, trained_grid
 
     model = PeftModel.from_pretrained(task.load_model(base, labels), tune_dir).eval()
     adapter_logits = examples.collect_logits(model, BATCH)
     merged = model.merge_and_unload().eval().to(torch.float32)
     merged_logits = examples.collect_logits(merged, BATCH)
     checks = {"vs_adapter_fp32": compare_logits(adapter_logits, merged_logits), "gate": {"against": "vs_adapter_fp32"}}
-    if qlora:  # what was trained: the NF4 base with the adapter; the merge must not drift far from it
-        trained = load_trained(task, tune_dir, labels)
-        checks["vs_trained_nf4"] = compare_logits(examples.collect_logits(trained, BATCH), merged_logits)
+    if tune_config["method"] != "qlora":
+        return merged, checks
+    trained_logits = examples.collect_logits(load_trained(task, tune_dir, labels), BATCH)
+    grid = trained_grid(tune_config)
+    if grid:
+        from edgeft.core.grid import put_on_grid
+        rounded = copy.deepcopy(merged)
+        put_on_grid(rounded, grid)
+        checks["vs_trained_int4"] = compare_logits(trained_logits, examples.collect_logits(rounded, BATCH))
+        checks["gate"]["against"] = "vs_trained_int4"
+    else:  # the NF4 base with the adapter; the merge must not drift far from it
+        checks["vs_trained_nf4"] = compare_logits(trained_logits, merged_logits)
         checks["gate"]["against"] = "vs_trained_nf4"
     return merged, checks

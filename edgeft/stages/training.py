@@ -27,7 +27,9 @@ def build_model(base: Path, recipe: Recipe, task, labels: list[str], device):
     cfg = recipe.tune
     on_cuda = device.type == "cuda"
     checkpointing = on_cuda if cfg.gradient_checkpointing == "auto" else cfg.gradient_checkpointing
-    if cfg.method == "qlora":
+    if cfg.method == "qlora" and cfg.base_quant != "nf4":
+        model, info, reason = grid_base(base, task, labels, cfg.base_quant, checkpointing)
+    elif cfg.method == "qlora":
         mode, reason = choose_mode(cfg.qlora_mode, count_parameters(base), device.type)
         model = task.load_model(base, labels, quantization_config=nf4_config(on_cuda),
                                 device_map={"": device.index or 0} if on_cuda else {"": "cpu"})
@@ -49,6 +51,23 @@ def build_model(base: Path, recipe: Recipe, task, labels: list[str], device):
                       target_modules=cfg.lora.target_modules,
                       task_type=task.lora_task_type)
     return get_peft_model(model, lora), info
+
+
+def grid_base(base: Path, task, labels: list[str], base_quant: str, checkpointing):
+    """The fp32 base with its weights on the shipped int4 grid (core/grid.py), frozen."""
+    import torch
+
+    from edgeft.core.grid import put_on_grid
+    from edgeft.core.qlora import set_checkpointing
+
+    model = task.load_model(base, labels, dtype=torch.float32)
+    info = {"mode": f"{base_quant} grid", **put_on_grid(model, base_quant)}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    info["checkpointed_layers"] = set_checkpointing(model, checkpointing)
+    reason = (f"qlora on the {base_quant} grid the shipped model uses ({info['grid']}; "
+              f"{info['grid_linears']} linears at {info['body_bits']} bits, head at {info['head_bits']})")
+    return model, info, reason
 
 
 def make_optimizer(model, cfg, on_cuda: bool):
