@@ -69,9 +69,12 @@ class ClassificationTask(Task):
     def quantize_int4(self, src, dst, variant):
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-        quantizer = MatMulNBitsQuantizer(str(src), bits=4, block_size=variant.block_size,
+        from edgeft.core.grid import algo_config
+
+        quantizer = MatMulNBitsQuantizer(str(src), bits=variant.bits, block_size=variant.block_size,
                                          is_symmetric=variant.symmetric, accuracy_level=variant.accuracy_level,
-                                         op_types_to_quantize=("MatMul",))
+                                         op_types_to_quantize=("MatMul",),
+                                         algo_config=algo_config(variant.algorithm, variant.block_size, variant.bits))
         quantizer.process()
         quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
         return {}

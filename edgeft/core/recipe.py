@@ -52,6 +52,10 @@ class LoraSection(Section):
 
 class TuneSection(Section):
     method: Literal["lora", "qlora"] = "qlora"
+    base_quant: Literal["nf4", "int4"] = Field(
+        "nf4", description="qlora: the 4-bit grid the frozen base is held on while the adapter trains: nf4 "
+                           "(bitsandbytes, QLoRA as published) or int4 (onnxruntime's MatMulNBits RTN, block 32, "
+                           "int8 head: the grid the int4 variant ships; see edgeft/core/grid.py)")
     qlora_mode: Literal["auto", "plain", "dequantized", "4bit"] = Field(
         "auto", description="how the NF4 base is held (see edgeft/core/qlora.py); auto picks from model size and free memory")
     gradient_checkpointing: Union[Literal["auto"], bool, int] = Field(
@@ -118,8 +122,11 @@ class StaticVariant(_Variant):
 
 
 class Int4Variant(_Variant):
-    """Weight-only MatMulNBits, block-wise."""
-    method: Literal["int4"]
+    """Weight-only MatMulNBits, block-wise: 4-bit weights (`int4`) or 8-bit ones (`int8-weights`)."""
+    method: Literal["int4", "int8-weights"]
+    algorithm: Literal["rtn", "k_quant", "hqq"] = Field(
+        "rtn", description="how the weights are rounded: rtn (round to nearest), k_quant (scale and zero point "
+                           "searched per block, as llama.cpp's k-quants), hqq (half-quadratic; source optimum)")
     block_size: int = Field(32, ge=16)
     symmetric: bool = True
     accuracy_level: Optional[Literal[0, 1, 2, 3, 4]] = None
@@ -130,9 +137,13 @@ class Int4Variant(_Variant):
     prefill_accuracy_level: Optional[Literal[0, 1, 2, 3, 4]] = Field(
         None, description="generation: MatMulNBits accuracy level for the prompt (a second graph, same weights)")
 
+    @property
+    def bits(self) -> int:
+        return 8 if self.method == "int8-weights" else 4
+
 
 VariantSection = Annotated[Union[DynamicVariant, StaticVariant, Int4Variant], Field(discriminator="method")]
-VARIANT_CLASSES = {"dynamic": DynamicVariant, "static": StaticVariant, "int4": Int4Variant}
+VARIANT_CLASSES = {"dynamic": DynamicVariant, "static": StaticVariant, "int4": Int4Variant, "int8-weights": Int4Variant}
 
 
 def _default_variants() -> list:
@@ -232,8 +243,10 @@ class Recipe(Section):
                 problems.append(f"{where}: source '{v.source}' is not in export.backends {backends}")
             if v.method == "static" and self.task == "generation":
                 problems.append(f"{where}: static int8 is implemented for classification only")
-            if v.source == "genai" and v.method != "int4":
-                problems.append(f"{where}: source 'genai' builds int4 only")
+            if v.source == "genai" and not isinstance(v, Int4Variant):
+                problems.append(f"{where}: source 'genai' builds weight-only variants only (int4, int8-weights)")
+            elif v.source == "genai" and v.algorithm == "hqq":
+                problems.append(f"{where}: algorithm 'hqq' needs source 'optimum' (the genai builder offers rtn, k_quant)")
         shippable = [v.name for v in self.quantize.variants] + backends
         if self.select.threads and self.select.threads not in self.bench.threads:
             problems.append(f"select.threads: {self.select.threads} is not among bench.threads {self.bench.threads}")

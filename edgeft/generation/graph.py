@@ -58,22 +58,25 @@ def fold_tied_head(model) -> None:
 
 
 def quantize_decoder_int4(src: Path, dst: Path, variant) -> dict:
-    """MatMulNBits int4 for the body; the LM head at int8 (or int4, or fp32) and, optionally,
-    the embedding as GatherBlockQuantized."""
+    """MatMulNBits for the body (4 bits, or 8 for int8-weights); the LM head at int8 (or int4, or
+    fp32) and, optionally, the embedding as GatherBlockQuantized."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    from edgeft.core.grid import algo_config
 
     model = onnx.load(str(src))
     fold_tied_head(model)
     head = lm_head_node(model).name
-    body_exclude = [head] if variant.head_bits != 4 else []
+    body_exclude = [head] if variant.head_bits != variant.bits else []
     ops = ("MatMul", "Gather") if variant.embedding_bits == 4 else ("MatMul",)
-    q = MatMulNBitsQuantizer(model, bits=4, block_size=variant.block_size, is_symmetric=variant.symmetric,
+    q = MatMulNBitsQuantizer(model, bits=variant.bits, block_size=variant.block_size, is_symmetric=variant.symmetric,
                              accuracy_level=variant.accuracy_level, nodes_to_exclude=body_exclude,
-                             op_types_to_quantize=ops)
+                             op_types_to_quantize=ops,
+                             algo_config=algo_config(variant.algorithm, variant.block_size, variant.bits))
     q.process()
     model = q.model.model
-    if variant.head_bits == 8:  # the only float MatMul with a constant weight left is the head
+    if body_exclude and variant.head_bits == 8:  # the only float MatMul with a constant weight left is the head
         q8 = MatMulNBitsQuantizer(model, bits=8, block_size=variant.block_size, is_symmetric=variant.symmetric,
                                   accuracy_level=variant.accuracy_level, op_types_to_quantize=("MatMul",))
         q8.process()

@@ -2,8 +2,9 @@
 
 - dynamic: int8 weights, activations quantized at run time (`quantize_dynamic`).
 - static: int8 QDQ calibrated on training examples (classification; classification/quantize.py).
-- int4: weight-only MatMulNBits (block-wise), optionally with int8 activations (accuracy_level 4);
-  from the optimum export by the task's own graph edits, or by onnxruntime-genai's builder.
+- int4, int8-weights: weight-only MatMulNBits (block-wise; rtn, k_quant or hqq rounding),
+  optionally with int8 activations (accuracy_level 4); from the optimum export by the task's own
+  graph edits, or by onnxruntime-genai's builder.
 Every variant is checked to load in onnxruntime and measured against the fp32 model (`vs_fp32`).
 """
 from __future__ import annotations
@@ -72,12 +73,12 @@ def build_variant(task, variant, export_dir: Path, exported: dict, tmp: Path, ma
     """Write the variant's model files into tmp; returns what the quantizer reported."""
     if variant.source == "genai":
         from edgeft.generation.genai import build_genai
-        build_genai(find_in_lineage(exported, "merged_model"), tmp, precision="int4", variant=variant)
+        build_genai(find_in_lineage(exported, "merged_model"), tmp, precision=f"int{variant.bits}", variant=variant)
         shutil.copy(Path(export_dir) / GENERATION_FILE, tmp / GENERATION_FILE)
         return {}
     copy_sidecar_files(export_dir, tmp)
     src, dst = Path(export_dir) / ONNX_FILE, tmp / ONNX_FILE
-    if variant.method == "int4":
+    if variant.method in ("int4", "int8-weights"):
         return task.quantize_int4(src, dst, variant)
     quantize_int8(task, variant, src, dst, exported, max_length)
     return {}
