@@ -1,7 +1,9 @@
 """How much of the fine-tune each 4-bit (and 8-bit) remedy keeps: the first measurement of the
 int4-retention issue, on the assistant run's own fine-tuned model and all 500 held-out questions.
 
-    python bench/int4_retention.py [RUN_DIR]      (default: runs/assistant-trec-smollm2, from `edgeft run`)
+    python bench/int4_retention.py [RUN_DIR] [--grid-run DIR] [--only NAME ...]
+    (RUN_DIR: the assistant recipe run with `--set tune.base_quant=nf4`, default runs/assistant-trec-smollm2;
+    DIR: the recipe as shipped, tune.base_quant int4, default runs/assistant-grid)
 
 Candidates, all from the run's folders: the fp32 genai export (the merged model in ONNX: the
 reference), today's int4 (genai builder, RTN, block 32, accuracy level 4, int8 head), and, from the
@@ -9,7 +11,10 @@ optimum fp32 export with onnxruntime's MatMulNBitsQuantizer: RTN int4 (int8 head
 head), GPTQ int4 calibrated on 16 of the recipe's training chats (int8 head), RTN int4 with the
 attention value and MLP down projections at int8 (llama.cpp's Q4_K_M rule, not a measured
 sensitivity), weight-only int8 (MatMulNBits 8 bits) for everything, and the recipe's own int4
-applied to the adapter merged into the dequantized NF4 weights it was trained against. `--only NAME` measures one
+applied to the adapter merged into the dequantized NF4 weights it was trained against; then, through
+the genai builder: k-quant, k-quant with llama.cpp's Q4_K_M layer rule at int8, weight-only int8, the
+adapter kept unmerged (fp32 LoRA MatMuls beside the int4 base), and the adapter trained on the int4
+grid (`tune.base_quant: int4`, the recipe's default now) at fp32, int4 and int8. `--only NAME` measures one
 candidate (and the reference) again and merges it into the JSON. Every model
 answers the same 500 prompts (the same token ids) greedily through edgeft.runtime, at most 6 tokens;
 exact match is paired with the reference (bootstrap interval, McNemar). Speed: a 128-token prompt,
@@ -134,12 +139,59 @@ def merged_into_nf4(run: Path, out: Path, precision: str = "int4") -> Path:
     return out
 
 
-def candidates(run: Path, tmp: Path, only: list[str]) -> dict[str, Path]:
+def builder_variant(src: Path, out: Path, run: Path, method: str = "int4", algorithm: str = "rtn", extra=()) -> Path:
+    """A variant built by edgeft's genai path (the recipes' own), or with extra builder options."""
+    from edgeft.core.recipe import Int4Variant
+    from edgeft.generation.genai import build_genai, builder_options
+
+    variant = Int4Variant(name=out.name, method=method, source="genai", algorithm=algorithm, accuracy_level=4)
+    out.mkdir(parents=True)
+    if extra:  # options edgeft's recipes do not offer: the builder directly
+        import subprocess
+        opts = [*builder_options("int4", variant), *extra]
+        subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(src), "-o", str(out), "-p",
+                        "int4", "-e", "cpu", "-c", str(out.parent / "cache"), "--extra_options", *opts],
+                       check=True, capture_output=True)
+    else:
+        build_genai(src, out, precision=f"int{variant.bits}", variant=variant)
+    shutil.copy(run / "quantize/int4/generation.json", out / "generation.json")
+    return out
+
+
+def unmerged(run: Path, out: Path) -> Path:
+    """The base at int4 (rtn, int8 head) with the run's LoRA A/B kept in fp32 as MatMuls beside it."""
+    excluded = ",".join(f"/model/layers.{i}/{m}/lora_{ab}/MatMul" for i in range(30) for ab in "AB"
+                        for m in ("attn/q_proj", "attn/k_proj", "attn/v_proj", "attn/o_proj", "mlp/gate_proj",
+                                  "mlp/up_proj", "mlp/down_proj"))
+    base = json.loads((run / "tune/adapter_config.json").read_text())["base_model_name_or_path"]
+    return builder_variant(ROOT / base, out, run, extra=(f"adapter_path={run / 'tune'}", f"nodes_to_exclude={excluded}"))
+
+
+def grid_candidates(run: Path, grid: Path, tmp: Path) -> dict[str, Path]:
+    """The issue's later candidates: k-quant, llama.cpp's layer rule, weight-only int8 through the
+    genai builder, the adapter unmerged, and the adapter trained on the int4 grid (tune.base_quant)."""
+    merged = run / "merge"
+    return {
+        "int4 k_quant (genai builder), int8 head": lambda: builder_variant(merged, tmp / "kq", run, algorithm="k_quant"),
+        "int4 k_quant, Q4_K_M layer rule at int8 (genai mixed_layers)": lambda: builder_variant(
+            merged, tmp / "kqm", run, algorithm="k_quant", extra=("matmul_mixed_precision=last_matmul:int8,mixed_layers:int8",)),
+        "int8 weight-only (genai builder, int8 shared embedding)": lambda: builder_variant(
+            merged, tmp / "i8", run, method="int8-weights"),
+        "unmerged: int4 base + fp32 LoRA (NF4-trained adapter)": lambda: unmerged(run, tmp / "um"),
+        "unmerged: int4 base + fp32 LoRA (int4-grid-trained adapter)": lambda: unmerged(grid, tmp / "umg"),
+        "fp32 of the int4-grid-trained adapter (genai export)": lambda: grid / "export-genai",
+        "int4 of the int4-grid-trained adapter (tune.base_quant: int4; shipped)": lambda: grid / "quantize/int4",
+        "int8 weight-only of the int4-grid-trained adapter": lambda: grid / "quantize/int8",
+    }
+
+
+def candidates(run: Path, tmp: Path, only: list[str], grid: Path | None = None) -> dict[str, Path]:
     optimum = run / "export-optimum"
     q4km_rule = lambda name: "v_proj" in name or "down_proj" in name  # noqa: E731
     made = {"fp32 (genai export; reference)": run / "export-genai"}
-    if not only:
-        made["int4 today (genai builder RTN, acc 4, int8 head)"] = run / "quantize/int4"
+    today = "int4 today (genai builder RTN, acc 4, int8 head)"
+    if not only or today in only:
+        made[today] = run / "quantize/int4"
     recipes = {"int4 RTN (optimum graph, int8 head)": dict(algorithm="rtn"),
                "int4 HQQ (int8 head)": dict(algorithm="hqq"),
                "int4 RTN, v_proj+down_proj int8 (Q4_K_M rule)": dict(algorithm="rtn", int8_nodes=q4km_rule),
@@ -149,6 +201,9 @@ def candidates(run: Path, tmp: Path, only: list[str]) -> dict[str, Path]:
                            ("int4", "int4 today's recipe on the adapter merged into dequantized NF4")):
         if not only or nf4 in only:
             made[nf4] = merged_into_nf4(run, tmp / f"nf4-{precision}", precision)
+    for name, build in (grid_candidates(run, grid, tmp) if grid else {}).items():
+        if not only or name in only:
+            made[name] = build()
     for i, (name, kwargs) in enumerate(recipes.items()):
         if only and name not in only:
             continue
@@ -165,6 +220,8 @@ def main() -> None:
     parser.add_argument("run", nargs="?", type=Path, default=ROOT / "runs/assistant-trec-smollm2")
     parser.add_argument("--only", action="append", default=[],
                         help="measure only this candidate (and the reference), adding it to the JSON")
+    parser.add_argument("--grid-run", type=Path, default=ROOT / "runs/assistant-grid",
+                        help="the same recipe run with tune.base_quant: int4 (edgeft run -o runs/assistant-grid)")
     args = parser.parse_args()
     run = args.run
     recipe_len = 96  # the assistant recipe's data.max_length: the prompts the bench gives
@@ -175,7 +232,7 @@ def main() -> None:
     text = " ".join(r["messages"][-2]["content"] for r in test)
     speed_prompt = tokenizer(text, add_special_tokens=False)["input_ids"][:PROMPT_TOKENS]
     with tempfile.TemporaryDirectory(prefix="edgeft-retention-") as tmp:
-        models = candidates(run, Path(tmp), args.only)
+        models = candidates(run, Path(tmp), args.only, args.grid_run if args.grid_run.exists() else None)
         results = {}
         for name, folder in models.items():
             runner = OrtGenerator(folder, THREADS)
