@@ -309,14 +309,21 @@ def import_cmd(gguf, out):
 @click.option("--with-runtime/--without-runtime", default=None,
               help="put the edgeft-runtime wheel in the bundle, so that a device installs it offline with "
                    "`pip install BUNDLE/*.whl` (default: the recipe's package.with_runtime, true)")
-def package_cmd(variant_dir, recipe_ref, overrides, out, bench_dir, zip_bundle, with_runtime):
+@click.option("--adapter-only", is_flag=True,
+              help="from a variant built with lora: unmerged, write only its adapter (a few MB), bound by hash to "
+                   "that base: load it with `edgeft chat BASE_BUNDLE --adapter OUT`")
+def package_cmd(variant_dir, recipe_ref, overrides, out, bench_dir, zip_bundle, with_runtime, adapter_only):
     """Make a self-contained bundle for a device from an exported or quantized VARIANT_DIR."""
     if with_runtime is not None:
         overrides = (*overrides, f"package.with_runtime={str(with_runtime).lower()}")
     recipe = load(recipe_ref, overrides)
     with stage_command(out):
-        from edgeft.stages.package import package
-        manifest = package(recipe, variant_dir, out, bench_dir=bench_dir, zip_bundle=zip_bundle)
+        from edgeft.stages.package import package, package_adapter
+        if adapter_only:
+            manifest = package_adapter(recipe, variant_dir, out, bench_dir=bench_dir)
+            manifest["variant"] = f"adapter '{manifest['adapter_name']}' for {manifest['base_variant']}"
+        else:
+            manifest = package(recipe, variant_dir, out, bench_dir=bench_dir, zip_bundle=zip_bundle)
     size = sum(f["bytes"] for f in manifest["files"].values())
     click.echo(f"{out}: {manifest['variant']} ({manifest['task']}), {len(manifest['files'])} files, {size / 2**20:.1f} MiB"
                + (f", {out}.zip" if zip_bundle else ""))

@@ -60,11 +60,16 @@ def generate(model_dir, prompt, max_new_tokens, threads):
 @click.option("--system", default=None, help="system prompt (default: the one the model was tuned with)")
 @click.option("--max-new-tokens", type=int, default=None)
 @click.option("--threads", type=int, default=None)
-def chat(model_dir, system, max_new_tokens, threads):
-    """Chat with the text generator in MODEL_DIR in the terminal (empty line or Ctrl-D to leave)."""
-    from edgeft.runtime.cli import chat_loop
+@click.option("--adapter", "adapters", multiple=True, help="an adapter bundle made for this base (`edgeft package "
+              "--adapter-only`), or the name of one of its own adapters; repeatable, the first one starts")
+def chat(model_dir, system, max_new_tokens, threads, adapters):
+    """Chat with the text generator in MODEL_DIR in the terminal (empty line or Ctrl-D to leave).
 
-    chat_loop(open_generator(model_dir, threads), system, max_new_tokens, echo=_echo)
+    On a base built with lora: unmerged, `/adapter NAME` switches the adapter between turns."""
+    from edgeft.runtime.cli import attach_adapters, chat_loop
+
+    generator = open_generator(model_dir, threads)
+    chat_loop(generator, system, max_new_tokens, echo=_echo, adapter=attach_adapters(generator, list(adapters)))
 
 
 def _echo(text: str = "", end: str = "\n", flush: bool = False) -> None:

@@ -127,6 +127,9 @@ class Int4Variant(_Variant):
     algorithm: Literal["rtn", "k_quant", "hqq"] = Field(
         "rtn", description="how the weights are rounded: rtn (round to nearest), k_quant (scale and zero point "
                            "searched per block, as llama.cpp's k-quants), hqq (half-quadratic; source optimum)")
+    lora: Literal["merged", "unmerged"] = Field(
+        "merged", description="generation, source genai: unmerged keeps the LoRA A/B matrices in fp32 beside the "
+                              "quantized base, as an onnxruntime adapter file (per-user adapters on one base)")
     block_size: int = Field(32, ge=16)
     symmetric: bool = True
     accuracy_level: Optional[Literal[0, 1, 2, 3, 4]] = None
@@ -245,7 +248,9 @@ class Recipe(Section):
                 problems.append(f"{where}: static int8 is implemented for classification only")
             if v.source == "genai" and not isinstance(v, Int4Variant):
                 problems.append(f"{where}: source 'genai' builds weight-only variants only (int4, int8-weights)")
-            elif v.source == "genai" and v.algorithm == "hqq":
+            elif getattr(v, "lora", None) == "unmerged" and (v.source != "genai" or self.task != "generation"):
+                problems.append(f"{where}: lora 'unmerged' is built by the genai builder (source genai, generation)")
+            elif getattr(v, "algorithm", None) == "hqq" and v.source == "genai":
                 problems.append(f"{where}: algorithm 'hqq' needs source 'optimum' (the genai builder offers rtn, k_quant)")
         shippable = [v.name for v in self.quantize.variants] + backends
         if self.select.threads and self.select.threads not in self.bench.threads:

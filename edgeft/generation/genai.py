@@ -32,13 +32,13 @@ def builder_options(precision: str, variant=None) -> list[str]:
     return options
 
 
-def build_genai(merge_dir: Path, out: Path, precision: str = "fp32", variant=None) -> None:
-    """Run the builder into `out` (an existing, empty stage folder)."""
+def build_genai(merge_dir: Path, out: Path, precision: str = "fp32", variant=None, extra=()) -> None:
+    """Run the builder into `out` (an existing, empty stage folder); `extra`: more builder options."""
     if precision not in ("fp32", "int4", "int8"):
         raise EdgeftError(f"genai builder precision '{precision}' is not supported here (fp32, int4, int8)")
     with tempfile.TemporaryDirectory() as cache:
         cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(merge_dir), "-o", str(out),
-               "-p", precision, "-e", "cpu", "-c", cache, "--extra_options", *builder_options(precision, variant)]
+               "-p", precision, "-e", "cpu", "-c", cache, "--extra_options", *builder_options(precision, variant), *extra]
         done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0 or not (Path(out) / ONNX_FILE).exists():
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-8:])

@@ -50,10 +50,23 @@ def verify_message(folder: Path) -> str:
                else "no tokenizer self-test (not a packaged bundle)"))
 
 
-def chat_loop(generator, system: str | None, max_new_tokens: int | None, echo=print) -> None:
-    """Read user turns from the terminal until an empty line or end of input; stream each answer."""
+def attach_adapters(generator, specs: list[str]) -> str | None:
+    """Load each adapter bundle folder in `specs` (a name picks one of the base's own adapters);
+    returns the first one's name, which the chat starts with."""
+    names = [generator.add_adapter(Path(s)) if Path(s).is_dir() else s for s in specs]
+    for name in names:
+        if getattr(generator, "adapters", None) is None:
+            raise EdgeftError(f"adapter '{name}': this model was built merged and takes no adapters")
+        generator.adapters.resolve(name)
+    return names[0] if names else None
+
+
+def chat_loop(generator, system: str | None, max_new_tokens: int | None, echo=print, adapter: str | None = None) -> None:
+    """Read user turns from the terminal until an empty line or end of input; stream each answer.
+    `/adapter NAME` switches the adapter (on an unmerged base) and starts a new conversation."""
     history = [{"role": "system", "content": system}] if system else []
-    print("chat: an empty line or Ctrl-D ends it", file=sys.stderr)
+    print("chat: an empty line or Ctrl-D ends it" + (f"; adapter '{adapter}' (/adapter NAME switches)" if adapter
+                                                     else ""), file=sys.stderr)
     while True:
         try:
             text = input("> ").strip()
@@ -61,9 +74,16 @@ def chat_loop(generator, system: str | None, max_new_tokens: int | None, echo=pr
             break
         if not text:
             break
+        if text.startswith("/adapter "):
+            try:
+                adapter = attach_adapters(generator, [text.split(maxsplit=1)[1]])
+            except EdgeftError as e:
+                print(f"error: {e}", file=sys.stderr)
+            history = history[:1] if system else []
+            continue
         history.append({"role": "user", "content": text})
         pieces = []
-        for piece in generator.stream(history, max_new_tokens):
+        for piece in generator.stream(history, max_new_tokens, adapter):
             echo(piece, end="", flush=True)
             pieces.append(piece)
         echo()
@@ -106,7 +126,9 @@ def cmd_predict(args) -> None:
 def cmd_chat(args) -> None:
     from edgeft.runtime import Generator
 
-    chat_loop(Generator(args.bundle, args.threads), args.system, args.max_new_tokens)
+    generator = Generator(args.bundle, args.threads)
+    adapter = attach_adapters(generator, args.adapter)
+    chat_loop(generator, args.system, args.max_new_tokens, adapter=adapter)
 
 
 def cmd_verify(args) -> None:
@@ -148,6 +170,8 @@ def parser() -> argparse.ArgumentParser:
     p = command("chat", cmd_chat, "chat with the bundle's text generator (empty line or Ctrl-D ends it)")
     p.add_argument("--system", default=None, help="system prompt (default: the one the model was tuned with)")
     p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--adapter", action="append", default=[], help="an adapter bundle made for this base "
+                   "(`edgeft package --adapter-only`), or the name of one of its own adapters; repeatable")
     command("verify", cmd_verify, "check every file's sha256 and the tokenizer against the ids recorded at "
             "package time", threads=False)
     p = command("bench", cmd_bench, "measure the bundle here: cold start, batch-1 latency (or TTFT, prefill and "

@@ -23,6 +23,11 @@ MODEL_FILE_SUFFIXES = (".onnx", ".onnx_data", ".data", SAFETENSORS_SUFFIX, ".bin
 # what a bundle carries for the runtime
 RUNTIME_FILES = (*MODEL_FILES, TOKENIZER_FILE, LABELS_FILE, PREPROCESS_FILE, GENERATION_FILE, GENAI_CONFIG_FILE)
 
+# unmerged LoRA (generation): the base graph's adapters, and an adapter-only bundle's file
+ADAPTERS_DIR = "adapters"
+ADAPTER_SUFFIX = ".onnx_adapter"
+
+
 # data artifact
 SPLITS = ("train", "validation", "test")
 

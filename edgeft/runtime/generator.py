@@ -16,6 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
+from edgeft.runtime.adapters import Adapters, is_lora_input
 from edgeft.runtime.bundle import expect_task, read_manifest
 from edgeft.runtime.errors import EdgeftError
 from edgeft.runtime.files import GENERATION_FILE, ONNX_FILE, PREFILL_FILE
@@ -58,33 +59,46 @@ class Generator:
         self.kv_heads = first[1]
         self.head_dim = first[3] if isinstance(first[3], int) else self.settings["head_dim"]
         self.dtype = np.float16 if "float16" in names[self.past_names[0]].type else np.float32
+        # LoRA inputs have rank-0 defaults, so onnxruntime lists them as overridable initializers
+        lora = [i.name for i in self.session.get_overridable_initializers() if is_lora_input(i.name)]
+        self.adapters = Adapters(folder) if lora else None
+
+    def add_adapter(self, bundle: Path) -> str:
+        """Load an adapter-only bundle made for this base; returns its name (see runtime/adapters.py)."""
+        if self.adapters is None:
+            raise EdgeftError(f"{bundle}: this model was built merged; adapters need a base built with "
+                              "quantize.variants[].lora: unmerged")
+        return self.adapters.add(bundle)
 
     # --- the model, one call at a time -------------------------------------------------------
-    def _run(self, sess, ids: list[int], past: dict, length: int):
+    def _run(self, sess, ids: list[int], past: dict, length: int, adapter: str | None):
         feed = {"input_ids": np.asarray([ids], dtype=np.int64),
                 "attention_mask": np.ones((1, length + len(ids)), dtype=np.int64), **past}
         if self.has_position_ids:
             feed["position_ids"] = np.arange(length, length + len(ids), dtype=np.int64)[None]
-        outputs = dict(zip(self.output_names, sess.run(self.output_names, feed)))
+        extra, options = self.adapters.run_args(adapter) if self.adapters else ({}, None)
+        outputs = dict(zip(self.output_names, sess.run(self.output_names, {**feed, **extra}, options)))
         present = {n.replace("present", "past_key_values"): v for n, v in outputs.items() if n.startswith("present")}
-        return outputs["logits"][0, -1], (present, length + len(ids))
+        return outputs["logits"][0, -1], (present, length + len(ids), adapter)
 
-    def prefill(self, ids: list[int]):
-        """Logits for the token after `ids`, and the KV-cache state."""
+    def prefill(self, ids: list[int], adapter: str | None = None):
+        """Logits for the token after `ids`, and the KV-cache state (which carries the adapter:
+        None is the model's own, "none" the bare base of an unmerged model)."""
         empty = {n: np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=self.dtype) for n in self.past_names}
-        return self._run(self.prefill_session, list(ids), empty, 0)
+        adapter = self.adapters.resolve(adapter) if self.adapters else None
+        return self._run(self.prefill_session, list(ids), empty, 0, adapter)
 
     def step(self, token: int, state):
-        past, length = state
-        return self._run(self.session, [token], past, length)
+        past, length, adapter = state
+        return self._run(self.session, [token], past, length, adapter)
 
     # --- generation --------------------------------------------------------------------------
     def generate_ids(self, ids: list[int], max_new_tokens: int, stop: bool = True, timings: list | None = None,
-                     prefilled=None) -> Iterator[int]:
+                     prefilled=None, adapter: str | None = None) -> Iterator[int]:
         """Greedy tokens after `ids`; `timings` receives the seconds of each model call (prefill first).
         `prefilled` is the (logits, state) of an earlier prefill of `ids`, reused instead of a new one."""
         start = time.perf_counter()
-        logits, state = prefilled or self.prefill(ids)
+        logits, state = prefilled or self.prefill(ids, adapter)
         for n in range(max_new_tokens):
             token = int(np.argmax(logits))
             if timings is not None:
@@ -97,31 +111,37 @@ class Generator:
             start = time.perf_counter()
             logits, state = self.step(token, state)
 
-    def encode_chat(self, messages: list[dict]) -> list[int]:
-        if self.settings.get("system_prompt") and (not messages or messages[0]["role"] != "system"):
-            messages = [{"role": "system", "content": self.settings["system_prompt"]}, *messages]
+    def encode_chat(self, messages: list[dict], adapter: str | None = None) -> list[int]:
+        own = self.adapters.settings(self.adapters.resolve(adapter)) if self.adapters else None
+        system = (own or self.settings).get("system_prompt")  # an adapter bundle brings its skill's prompt
+        if system and (not messages or messages[0]["role"] != "system"):
+            messages = [{"role": "system", "content": system}, *messages]
         text = format_chat(messages, self.settings["chat"])
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
-    def stream(self, prompt: str | list[dict], max_new_tokens: int | None = None) -> Iterator[str]:
-        """Text pieces of the greedy answer to a user prompt (or a list of chat messages)."""
+    def stream(self, prompt: str | list[dict], max_new_tokens: int | None = None,
+               adapter: str | None = None) -> Iterator[str]:
+        """Text pieces of the greedy answer to a user prompt (or a list of chat messages), with
+        `adapter` on an unmerged base (None: the model's own)."""
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
         produced: list[int] = []
         shown = ""
-        for token in self.generate_ids(self.encode_chat(messages), max_new_tokens or self.settings["max_new_tokens"]):
+        ids = self.encode_chat(messages, adapter)
+        for token in self.generate_ids(ids, max_new_tokens or self.settings["max_new_tokens"], adapter=adapter):
             produced.append(token)
             text = self.tokenizer.decode(produced)
             if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
                 yield text[len(shown):]
                 shown = text
 
-    def answer(self, prompt: str | list[dict], max_new_tokens: int | None = None) -> str:
-        return "".join(self.stream(prompt, max_new_tokens)).strip()
+    def answer(self, prompt: str | list[dict], max_new_tokens: int | None = None, adapter: str | None = None) -> str:
+        return "".join(self.stream(prompt, max_new_tokens, adapter)).strip()
 
-    def score_answer(self, prompt_ids: list[int], answer_ids: list[int], prefilled=None) -> tuple[float, bool]:
+    def score_answer(self, prompt_ids: list[int], answer_ids: list[int], prefilled=None,
+                     adapter: str | None = None) -> tuple[float, bool]:
         """Negative log-likelihood of `answer_ids` after the prompt (teacher forcing through the cache),
         and whether greedy decoding would produce exactly them."""
-        logits, state = prefilled or self.prefill(prompt_ids)
+        logits, state = prefilled or self.prefill(prompt_ids, adapter)
         total, exact = 0.0, True
         for i, token in enumerate(answer_ids):
             shifted = logits.astype(np.float64) - logits.max()

@@ -27,7 +27,18 @@ from edgeft.core.recipe import dump_recipe
 from edgeft.core.splits import load_labels, load_split
 from edgeft.core.tasks import get_task
 from edgeft.core.wheel import build_runtime_wheel, runtime_source
-from edgeft.runtime.files import BUNDLE_README, EVAL_FILE, RECIPE_FILE, REPORT_JSON, RUNTIME_FILES, TOKENIZER_CHECK_FILE
+from edgeft.runtime.files import (
+    ADAPTER_SUFFIX,
+    ADAPTERS_DIR,
+    BUNDLE_README,
+    EVAL_FILE,
+    GENERATION_FILE,
+    LABELS_FILE,
+    RECIPE_FILE,
+    REPORT_JSON,
+    RUNTIME_FILES,
+    TOKENIZER_CHECK_FILE,
+)
 from edgeft.runtime.selfcheck import record
 
 
@@ -102,13 +113,17 @@ def package(recipe, variant_dir: Path, out: Path, *, bench_dir: Path | None = No
         files = [f for f in RUNTIME_FILES if (variant_dir / f).exists()]
         for f in files:
             shutil.copy(variant_dir / f, tmp / f)
+        if (variant_dir / ADAPTERS_DIR).is_dir():  # an unmerged base's own adapters
+            shutil.copytree(variant_dir / ADAPTERS_DIR, tmp / ADAPTERS_DIR)
+            files.append(ADAPTERS_DIR)
         (tmp / RECIPE_FILE).write_text(dump_recipe(recipe))
         checks = ship_self_checks(tmp, source, recipe.package.eval_samples)
         wheel = build_runtime_wheel(tmp).name if with_runtime else None
         (tmp / BUNDLE_README).write_text(device_readme(recipe, name, task, files, metrics, Path(out).name, checks, wheel))
         manifest = write_manifest(tmp, stage="package", task=task, inputs=inputs, config=config, metrics=metrics,
                                   variant=name, format="onnx", labels=source.get("labels", []), self_checks=checks,
-                                  runtime={"wheel": wheel, "requires": "onnxruntime, tokenizers, numpy"})
+                                  runtime={"wheel": wheel, "requires": "onnxruntime, tokenizers, numpy"},
+                                  base_sha256=source.get("details", {}).get("base_sha256"))
     if zip_bundle:
         shutil.make_archive(str(out), "zip", root_dir=out)
     return manifest
@@ -117,14 +132,19 @@ def package(recipe, variant_dir: Path, out: Path, *, bench_dir: Path | None = No
 def ship_self_checks(folder: Path, source: dict, eval_samples: int) -> dict:
     """An evaluation slice of the held-out test split (eval.jsonl) and the tokenizer's ids for some of
     its texts (tokenizer_check.json), so that the device can check itself and measure its accuracy."""
-    rows = load_split(find_in_lineage(source, "data"), "test")[:eval_samples]
-    with open(folder / EVAL_FILE, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    rows = write_eval_slice(folder, source, eval_samples)
     texts = [r.get("text") or r["messages"][-2]["content"] for r in rows[:8]]
     check = record(folder, texts)
     positive = load_labels(find_in_lineage(source, "data")).get("positive_label")
     return {"eval_examples": len(rows), "tokenizer_samples": len(check["samples"]), "positive_label": positive}
+
+
+def write_eval_slice(folder: Path, source: dict, eval_samples: int) -> list[dict]:
+    rows = load_split(find_in_lineage(source, "data"), "test")[:eval_samples]
+    with open(folder / EVAL_FILE, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return rows
 
 
 def runtime_fingerprint() -> str:
@@ -156,3 +176,26 @@ def device_readme(recipe, name: str, task: str, files: list[str], metrics: dict,
                                 files=", ".join(files), folder=folder, usage=usage, command=command,
                                 check=TOKENIZER_CHECK_FILE, eval=EVAL_FILE, eval_examples=checks["eval_examples"],
                                 measured="\n".join(lines) or "- (no bench results were found when packaging)")
+
+
+def package_adapter(recipe, variant_dir: Path, out: Path, *, bench_dir: Path | None = None) -> dict:
+    """An adapter-only bundle: the unmerged variant's own adapter file, its chat settings and its
+    own held-out slice, bound by `base_sha256` to the base graph it was quantized with."""
+    variant_dir = Path(variant_dir)
+    source = read_manifest(variant_dir, stage="quantize", what="model to package")
+    details = source.get("details", {})
+    if details.get("lora") != "unmerged":
+        raise EdgeftError(f"{variant_dir} was built merged: --adapter-only needs a variant with lora: unmerged")
+    name = variant_name(source)
+    report = Path(bench_dir) / REPORT_JSON if bench_dir else variant_dir.parent.parent / "bench" / REPORT_JSON
+    metrics = bench_metrics(report, name)
+    adapter = variant_dir / details["adapter"]
+    with stage_output(out) as tmp:
+        shutil.copy(adapter, tmp / adapter.name)
+        for f in (GENERATION_FILE, LABELS_FILE):
+            shutil.copy(variant_dir / f, tmp / f)
+        checks = {"eval_examples": len(write_eval_slice(tmp, source, recipe.package.eval_samples))}
+        return write_manifest(tmp, stage="adapter", task=source["task"], inputs=[input_ref("variant", variant_dir, source)],
+                              config={"variant": name, "recipe": recipe.model_dump(mode="json")}, metrics=metrics,
+                              adapter_name=adapter.name[:-len(ADAPTER_SUFFIX)], adapter_file=adapter.name,
+                              base_sha256=details["base_sha256"], base_variant=name, self_checks=checks)

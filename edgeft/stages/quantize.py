@@ -69,8 +69,15 @@ def quantize_int8(task, variant, src: Path, dst: Path, exported: dict, max_lengt
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def build_variant(task, variant, export_dir: Path, exported: dict, tmp: Path, max_length: int) -> dict:
+def build_variant(task, variant, export_dir: Path, exported: dict, tmp: Path, max_length: int,
+                  adapter_name: str = "adapter") -> dict:
     """Write the variant's model files into tmp; returns what the quantizer reported."""
+    if getattr(variant, "lora", "merged") == "unmerged":
+        from edgeft.generation.adapters import build_unmerged
+        details = build_unmerged(find_in_lineage(exported, "base_model"), find_in_lineage(exported, "adapter"), tmp,
+                                 f"int{variant.bits}", variant, adapter_name)
+        shutil.copy(Path(export_dir) / GENERATION_FILE, tmp / GENERATION_FILE)
+        return details
     if variant.source == "genai":
         from edgeft.generation.genai import build_genai
         build_genai(find_in_lineage(exported, "merged_model"), tmp, precision=f"int{variant.bits}", variant=variant)
@@ -127,7 +134,7 @@ def quantize_variant(recipe: Recipe, export_dir: Path, variant, out: Path, *, fo
     if not force and is_up_to_date(out, inputs, config):
         return up_to_date(out)
     with stage_output(out) as tmp:
-        details = build_variant(task, variant, Path(export_dir), exported, tmp, recipe.data.max_length)
+        details = build_variant(task, variant, Path(export_dir), exported, tmp, recipe.data.max_length, recipe.name)
         if getattr(variant, "prefill_accuracy_level", None) is not None:
             from edgeft.generation.graph import write_prefill_graph
             details["prefill_graph"] = write_prefill_graph(tmp, variant.prefill_accuracy_level)
