@@ -3,7 +3,7 @@ trained on different tiny tasks, switched per request, bound to their base by ha
 import shutil
 
 import pytest
-from conftest import copy_tree, generation_recipe
+from conftest import copy_tree, generation_recipe, write_recipe
 
 from edgeft import EdgeftError
 from edgeft.core.recipe import recipe_from_dict
@@ -28,11 +28,15 @@ UNMERGED = {"name": "int4u", "source": "genai", "method": "int4", "lora": "unmer
 
 
 def skill_recipe(base, name, **variant):
+    return recipe_from_dict(skill_dict(base, name, **variant))
+
+
+def skill_dict(base, name, **variant):
     recipe = generation_recipe(base, **SKILLS[name], tune={"method": "lora", "max_steps": 6, "learning_rate": 1e-2},
                                export={"backends": ["genai"], "parity_samples": 2, "parity_new_tokens": 4},
                                quantize={"variants": [{**UNMERGED, **variant}]})
     recipe["name"] = name
-    return recipe_from_dict(recipe)
+    return recipe
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +136,28 @@ def test_merged_models_take_no_adapters_and_unknown_names_are_refused(skills, tm
 def read_details(folder):
     from edgeft.core.artifacts import read_manifest
     return read_manifest(folder)["details"]
+
+
+def test_cli_writes_an_adapter_bundle_and_chats_with_it_switching_adapters(skills, tmp_path):
+    from click.testing import CliRunner
+
+    from edgeft.cli import cli
+
+    base, made = skills
+    run_r, run_s = made["routing"][1], made["spam"][1]
+    recipe = write_recipe(tmp_path / "spam.yaml", skill_dict(base, "spam"))
+    packed = CliRunner().invoke(cli, ["package", str(run_s / "int4u"), "--adapter-only", "-r", str(recipe),
+                                      "-o", str(tmp_path / "spam-adapter")])
+    assert packed.exit_code == 0, packed.output
+    assert "adapter 'spam' for int4u" in packed.output
+    expected = Generator(run_r / "int4u", verify=False)
+    expected.add_adapter(tmp_path / "spam-adapter")
+    first, second = expected.answer("Win a free prize now", adapter="spam"), expected.answer("What is NASA ?")
+    chat = CliRunner().invoke(cli, ["chat", str(run_r / "int4u"), "--adapter", str(tmp_path / "spam-adapter")],
+                              input="Win a free prize now\n/adapter routing\nWhat is NASA ?\n\n")
+    assert chat.exit_code == 0, chat.output
+    assert first and second and first in chat.output and second in chat.output
+    assert chat.output.index(first) < chat.output.index(second)
+    refused = CliRunner().invoke(cli, ["chat", str(run_r / "export-genai"), "--adapter", str(tmp_path / "spam-adapter")],
+                                 input="\n")
+    assert refused.exit_code != 0 and "built merged" in refused.output

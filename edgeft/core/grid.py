@@ -5,8 +5,9 @@ weights and rounds the sum to onnxruntime's int4 grid (MatMulNBits, round-to-nea
 which the adapter never saw: on the assistant recipe, exact match fell from 0.902 (merged fp32) to
 0.844 (int4), and neither GPTQ, HQQ, k-quant nor int8 for the sensitive layers won it back
 (bench/int4_retention.py). Trained instead against the base *as the int4 variant rounds it*, the
-adapter learns to correct that rounding; merged into the fp32 weights and rounded again, it keeps
-0.912 on the same 500 questions at the same size and speed.
+adapter learns to correct that rounding; merged into the original fp32 weights and rounded again
+(not into the grid values: onnxruntime's RTN is not idempotent), it keeps 0.918 on the same 500
+questions at the same size and speed. Its fp32 merge is worse (0.864): it is an adapter for int4.
 
 The grid values come from onnxruntime itself, not from a re-implementation: every weight goes
 through the same `MatMulNBitsQuantizer` (RTN, symmetric, the variant's block size) into a one-node
