@@ -14,7 +14,9 @@ sensitivity), weight-only int8 (MatMulNBits 8 bits) for everything, and the reci
 applied to the adapter merged into the dequantized NF4 weights it was trained against; then, through
 the genai builder: k-quant, k-quant with llama.cpp's Q4_K_M layer rule at int8, weight-only int8, the
 adapter kept unmerged (fp32 LoRA MatMuls beside the int4 base), and the adapter trained on the int4
-grid (`tune.base_quant: int4`, the recipe's default now) at fp32, int4 and int8. `--only NAME` measures one
+grid (`tune.base_quant: int4`, the recipe's default now) at fp32, int4 and int8, and int4 with the
+decoder layers whose rounding raises the validation loss most at int8 (as many as fit in 110% of
+today's size). `--only NAME` measures one
 candidate (and the reference) again and merges it into the JSON. Every model
 answers the same 500 prompts (the same token ids) greedily through edgeft.runtime, at most 6 tokens;
 exact match is paired with the reference (bootstrap interval, McNemar). Speed: a 128-token prompt,
@@ -182,7 +184,60 @@ def grid_candidates(run: Path, grid: Path, tmp: Path) -> dict[str, Path]:
         "fp32 of the int4-grid-trained adapter (genai export)": lambda: grid / "export-genai",
         "int4 of the int4-grid-trained adapter (tune.base_quant: int4; shipped)": lambda: grid / "quantize/int4",
         "int8 weight-only of the int4-grid-trained adapter": lambda: grid / "quantize/int8",
+        "int4, the most sensitive layers (measured on validation) at int8, within 110% of the size":
+            lambda: sensitive_int8(run, tmp / "sens"),
     }
+
+
+def sensitive_layers(run: Path, extra_mib: float) -> list[int]:
+    """Measured sensitivity: each decoder layer of the merged fp32 model alone put on the int4 grid,
+    the validation answers' NLL against fp32; the most sensitive layers whose move from int4 to
+    int8 (half a byte per weight more) fits `extra_mib`."""
+    import torch
+
+    from edgeft.core.grid import grid_linears, put_on_grid
+    from edgeft.core.splits import load_labels
+    from edgeft.core.tasks import get_task
+
+    task = get_task("generation")
+    model = task.load_model(run / "merge", []).eval()
+    examples = task.examples(load_split(run / "data", "validation"), load_tokenizer(run / "merge"), 96, [])
+    label_info = load_labels(run / "data")
+    reference = task.evaluate(model, examples, 16, label_info)["loss"]
+    scores = {}
+    for i, layer in enumerate(model.model.layers):
+        saved = {n: m.weight.detach().clone() for n, m in grid_linears(layer).items()}
+        put_on_grid(layer)  # a decoder layer has no output embedding: its linears only
+        scores[i] = task.evaluate(model, examples, 16, label_info)["loss"] - reference
+        with torch.no_grad():
+            for n, m in grid_linears(layer).items():
+                m.weight.copy_(saved[n])
+    per_layer = sum(m.weight.numel() for m in grid_linears(model.model.layers[0]).values()) * 0.5 / 2**20
+    ranked = sorted(scores, key=scores.get, reverse=True)
+    chosen = ranked[:int(extra_mib // per_layer)]
+    print(f"sensitivity (validation NLL increase, layer: value): {', '.join(f'{i}: {scores[i]:.4f}' for i in ranked[:8])}; "
+          f"int8 for layers {sorted(chosen)} ({len(chosen)} x {per_layer:.1f} MiB)", flush=True)
+    return sorted(chosen)
+
+
+def sensitive_int8(run: Path, out: Path, extra_mib: float = 9.6) -> Path:
+    """The recipe's int4 with the measured most sensitive layers at int8 instead, within the size
+    budget (110% of today's 96 MiB): the builder leaves those layers float, a second pass makes them int8."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    layers = sensitive_layers(run, extra_mib)
+    keep = [f"/model/layers.{i}/{p}/MatMul" for i in layers
+            for p in ("attn/qkv_proj", "attn/o_proj", "mlp/gate_proj", "mlp/up_proj", "mlp/down_proj")]
+    builder_variant(run / "merge", out, run, extra=(f"nodes_to_exclude={','.join(keep)}",))
+    model = onnx.load(str(out / "model.onnx"))
+    q8 = MatMulNBitsQuantizer(model, bits=8, block_size=BLOCK, is_symmetric=True, accuracy_level=4,
+                              nodes_to_include=keep, op_types_to_quantize=("MatMul",))
+    q8.process()
+    for f in ("model.onnx", "model.onnx.data"):
+        (out / f).unlink()
+    onnx.save(q8.model.model, str(out / "model.onnx"), save_as_external_data=True, location="model.onnx.data")
+    return out
 
 
 def candidates(run: Path, tmp: Path, only: list[str], grid: Path | None = None) -> dict[str, Path]:
