@@ -75,7 +75,7 @@ def switching(base: Generator, names: list[str]) -> dict:
     activate, alternating, same = [], [], []
     for i in range(SWITCHES):
         start = time.perf_counter()
-        base.adapters.run_args(names[i % 2])
+        base.adapters.run_options(names[i % 2])
         activate.append(time.perf_counter() - start)
         for series, name in ((alternating, names[i % 2]), (same, names[0])):
             start = time.perf_counter()

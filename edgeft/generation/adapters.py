@@ -8,10 +8,10 @@ adds its LoRA A/B matrices (a few MB in fp32), bound per request through onnxrun
 onnxruntime-genai's builder writes the LoRA path (MatMul A, MatMul B scaled by alpha/r, Add) when it
 is given the adapter; edgeft keeps those MatMuls out of the int4 pass, then turns their weights into
 graph inputs (rank left free, rank-0 defaults: the bare base) and writes their values into
-`adapters/<name>.onnx_adapter`. The base
-graph and its weights no longer hold anything of the adapter, so their hash (`base_sha256`, recorded
-in the manifests) is the same for every adapter trained on that base with the same quantization,
-and an adapter records the hash of the base it was made for.
+`adapters/<name>.onnx_adapter`. The base graph and its weights no longer hold anything of the
+adapter, so their hash (`base_sha256`, recorded in the manifests) is the same for every adapter
+trained on that base with the same quantization, and an adapter records the hash of the base it
+was made for.
 """
 from __future__ import annotations
 

@@ -73,12 +73,13 @@ class Adapters:
     def settings(self, name: str) -> dict | None:
         return self.loaded[name][1] if name in self.loaded else None
 
-    def run_args(self, name: str) -> tuple[dict, object]:
-        """Extra feeds and the RunOptions for one model call with adapter `name` (resolved)."""
+    def run_options(self, name: str):
+        """The RunOptions for one model call with adapter `name` (resolved); None for the bare base,
+        whose rank-0 defaults make the LoRA path add zeros."""
         import onnxruntime as ort
 
-        if name == NO_ADAPTER:  # the graph's defaults: rank-0 A and B, the LoRA path adds zeros
-            return {}, None
+        if name == NO_ADAPTER:
+            return None
         options = ort.RunOptions()
         options.add_active_adapter(self.loaded[name][0])
-        return {}, options
+        return options

@@ -76,8 +76,8 @@ class Generator:
                 "attention_mask": np.ones((1, length + len(ids)), dtype=np.int64), **past}
         if self.has_position_ids:
             feed["position_ids"] = np.arange(length, length + len(ids), dtype=np.int64)[None]
-        extra, options = self.adapters.run_args(adapter) if self.adapters else ({}, None)
-        outputs = dict(zip(self.output_names, sess.run(self.output_names, {**feed, **extra}, options)))
+        options = self.adapters.run_options(adapter) if self.adapters else None
+        outputs = dict(zip(self.output_names, sess.run(self.output_names, feed, options)))
         present = {n.replace("present", "past_key_values"): v for n, v in outputs.items() if n.startswith("present")}
         return outputs["logits"][0, -1], (present, length + len(ids), adapter)
 
