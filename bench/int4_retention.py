@@ -191,7 +191,7 @@ def grid_candidates(run: Path, grid: Path, tmp: Path) -> dict[str, Path]:
 
 def sensitive_layers(run: Path, extra_mib: float) -> list[int]:
     """Measured sensitivity: each decoder layer of the merged fp32 model alone put on the int4 grid,
-    the validation answers' NLL against fp32; the most sensitive layers whose move from int4 to
+    the answers' NLL on 64 validation chats against fp32; the most sensitive layers whose move from int4 to
     int8 (half a byte per weight more) fits `extra_mib`."""
     import torch
 
@@ -201,7 +201,7 @@ def sensitive_layers(run: Path, extra_mib: float) -> list[int]:
 
     task = get_task("generation")
     model = task.load_model(run / "merge", []).eval()
-    examples = task.examples(load_split(run / "data", "validation"), load_tokenizer(run / "merge"), 96, [])
+    examples = task.examples(load_split(run / "data", "validation")[:64], load_tokenizer(run / "merge"), 96, [])
     label_info = load_labels(run / "data")
     reference = task.evaluate(model, examples, 16, label_info)["loss"]
     scores = {}
