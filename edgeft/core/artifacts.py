@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 from edgeft import EdgeftError, __version__
 from edgeft.runtime.bundle import hash_files, read_manifest, sha256_file
-from edgeft.runtime.files import MANIFEST, MODEL_FILE_SUFFIXES, PARTIAL_SUFFIX, RECIPE_FILE
+from edgeft.runtime.files import ADAPTERS_DIR, MANIFEST, MODEL_FILE_SUFFIXES, PARTIAL_SUFFIX, RECIPE_FILE
 from edgeft.runtime.machine import library_versions as runtime_versions
 from edgeft.runtime.machine import machine_info
 
@@ -200,7 +200,8 @@ def find_in_lineage(manifest: dict, role: str) -> Path:
 
 def model_bytes(folder: Path) -> int:
     """Bytes of the model files in a folder (weights and graphs; not tokenizer or settings)."""
-    return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file() and p.name.endswith(MODEL_FILE_SUFFIXES))
+    files = [*Path(folder).iterdir(), *(Path(folder) / ADAPTERS_DIR).glob("*")]  # an unmerged base's own adapters
+    return sum(p.stat().st_size for p in files if p.is_file() and p.name.endswith(MODEL_FILE_SUFFIXES))
 
 
 def variant_name(manifest: dict) -> str:

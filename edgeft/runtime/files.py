@@ -19,7 +19,7 @@ GENAI_CONFIG_FILE = "genai_config.json"
 HF_CONFIG_FILE = "config.json"
 SAFETENSORS_SUFFIX = ".safetensors"
 MODEL_FILES = (ONNX_FILE, *ONNX_DATA_FILES, PREFILL_FILE)
-MODEL_FILE_SUFFIXES = (".onnx", ".onnx_data", ".data", SAFETENSORS_SUFFIX, ".bin")
+MODEL_FILE_SUFFIXES = (".onnx", ".onnx_data", ".data", ".onnx_adapter", SAFETENSORS_SUFFIX, ".bin")
 # what a bundle carries for the runtime
 RUNTIME_FILES = (*MODEL_FILES, TOKENIZER_FILE, LABELS_FILE, PREPROCESS_FILE, GENERATION_FILE, GENAI_CONFIG_FILE)
 
