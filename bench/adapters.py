@@ -38,13 +38,14 @@ from edgeft.stages.package import package, package_adapter  # noqa: E402
 VARIANT, THREADS, MAX_ANSWER, SWITCHES = "int4-lora", 2, 6, 100
 
 RSS_PROBE = """
-import resource, sys
+import sys
 from edgeft.runtime import Generator
+from edgeft.runtime.machine import peak_rss_bytes
 g = Generator(sys.argv[1], 2)
 names = [g.add_adapter(p) for p in sys.argv[2:]] or [None]
 for name in [None, *names]:
     g.answer("Is this a question ?", 4, adapter=name)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(peak_rss_bytes() / 2**20)
 """
 
 

@@ -8,29 +8,11 @@ A worker that dies (killed, crashed, out of memory) fails only its own variant.
 """
 from __future__ import annotations
 
-import resource
 import time
 import traceback
 from pathlib import Path
 
-
-def _status_kib(field: str) -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def peak_rss_bytes() -> int:
-    # VmHWM, not getrusage: ru_maxrss survives exec, so a spawned child would report its parent's peak
-    return _status_kib("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def current_rss_bytes() -> int:
-    return _status_kib("VmRSS")
+from edgeft.runtime.machine import current_rss_bytes, peak_rss_bytes  # noqa: F401  (bench/ imports them here)
 
 
 def load_runner(spec: dict):

@@ -17,7 +17,6 @@ host's rows field for field:
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -27,18 +26,12 @@ from edgeft.runtime import load
 from edgeft.runtime.bundle import read_manifest, sha256_file
 from edgeft.runtime.errors import EdgeftError
 from edgeft.runtime.files import EVAL_FILE, MANIFEST
-from edgeft.runtime.machine import library_versions, machine_info
+from edgeft.runtime.machine import library_versions, machine_info, peak_rss_bytes
 from edgeft.runtime.metrics import classification_metrics, exact_match, normalize_answer
 from edgeft.runtime.stats import decode_entry, latency_entry, spread, throughput_entry
 
 DEFAULTS = {"iterations": 60, "warmup": 5, "batch_size": 32, "prompt_tokens": 128, "new_tokens": 64,
             "max_new_tokens_eval": 8}
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident set size (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def eval_rows(folder: Path) -> list[dict]:

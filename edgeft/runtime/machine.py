@@ -61,3 +61,27 @@ def library_versions(names: tuple[str, ...] = RUNTIME_LIBRARIES) -> dict[str, st
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
     return versions
+
+
+def _status_bytes(field: str) -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size. VmHWM, not getrusage: ru_maxrss survives exec, so a
+    child started by a big parent would report the parent's peak (macOS: getrusage, in bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return _status_bytes("VmHWM") or (peak if sys.platform == "darwin" else peak * 1024)
+
+
+def current_rss_bytes() -> int:
+    return _status_bytes("VmRSS")
