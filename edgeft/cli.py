@@ -310,7 +310,8 @@ def import_cmd(gguf, out):
               help="put the edgeft-runtime wheel in the bundle, so that a device installs it offline with "
                    "`pip install BUNDLE/*.whl` (default: the recipe's package.with_runtime, true)")
 @click.option("--adapter-only", is_flag=True,
-              help="from a variant built with lora: unmerged, write only its adapter (a few MB), bound by hash to "
+              help="from a variant built with lora: unmerged, write only its adapter (its LoRA matrices: 18.8 MiB for "
+                   "the assistant recipes, against 96 MiB for the base), bound by hash to "
                    "that base: load it with `edgeft chat BASE_BUNDLE --adapter OUT`")
 def package_cmd(variant_dir, recipe_ref, overrides, out, bench_dir, zip_bundle, with_runtime, adapter_only):
     """Make a self-contained bundle for a device from an exported or quantized VARIANT_DIR."""
