@@ -142,31 +142,25 @@ def merged_into_nf4(run: Path, out: Path, precision: str = "int4") -> Path:
 
 
 def builder_variant(src: Path, out: Path, run: Path, method: str = "int4", algorithm: str = "rtn", extra=()) -> Path:
-    """A variant built by edgeft's genai path (the recipes' own), or with extra builder options."""
+    """A variant built by edgeft's genai path (the recipes' own), with `extra` builder options."""
     from edgeft.core.recipe import Int4Variant
-    from edgeft.generation.genai import build_genai, builder_options
+    from edgeft.generation.genai import build_genai
 
     variant = Int4Variant(name=out.name, method=method, source="genai", algorithm=algorithm, accuracy_level=4)
     out.mkdir(parents=True)
-    if extra:  # options edgeft's recipes do not offer: the builder directly
-        import subprocess
-        opts = [*builder_options("int4", variant), *extra]
-        subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(src), "-o", str(out), "-p",
-                        "int4", "-e", "cpu", "-c", str(out.parent / "cache"), "--extra_options", *opts],
-                       check=True, capture_output=True)
-    else:
-        build_genai(src, out, precision=f"int{variant.bits}", variant=variant)
+    build_genai(src, out, precision=f"int{variant.bits}", variant=variant, extra=extra)
     shutil.copy(run / "quantize/int4/generation.json", out / "generation.json")
     return out
 
 
 def unmerged(run: Path, out: Path) -> Path:
     """The base at int4 (rtn, int8 head) with the run's LoRA A/B kept in fp32 as MatMuls beside it."""
-    excluded = ",".join(f"/model/layers.{i}/{m}/lora_{ab}/MatMul" for i in range(30) for ab in "AB"
-                        for m in ("attn/q_proj", "attn/k_proj", "attn/v_proj", "attn/o_proj", "mlp/gate_proj",
-                                  "mlp/up_proj", "mlp/down_proj"))
-    base = json.loads((run / "tune/adapter_config.json").read_text())["base_model_name_or_path"]
-    return builder_variant(ROOT / base, out, run, extra=(f"adapter_path={run / 'tune'}", f"nodes_to_exclude={excluded}"))
+    from edgeft.generation.adapters import lora_node_names
+
+    base = ROOT / json.loads((run / "tune/adapter_config.json").read_text())["base_model_name_or_path"]
+    layers = json.loads((base / "config.json").read_text())["num_hidden_layers"]
+    excluded = ",".join(lora_node_names(layers))
+    return builder_variant(base, out, run, extra=(f"adapter_path={run / 'tune'}", f"nodes_to_exclude={excluded}"))
 
 
 def grid_candidates(run: Path, grid: Path, tmp: Path) -> dict[str, Path]:
