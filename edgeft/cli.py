@@ -182,16 +182,17 @@ def merge(tune_dir, recipe_ref, overrides, out):
 @click.argument("merge_dir", type=click.Path(path_type=Path))
 @recipe_options
 @output_option
-@click.option("--backend", type=click.Choice(["optimum", "genai"]), default="optimum", show_default=True,
-              help="optimum-onnx exporter, or onnxruntime-genai's model builder (decoders)")
+@click.option("--backend", type=click.Choice(["optimum", "genai", "gguf"]), default="optimum", show_default=True,
+              help="optimum-onnx exporter, onnxruntime-genai's model builder (decoders), or llama.cpp's GGUF "
+                   "converter (decoders; needs `edgeft llamacpp-setup`)")
 def export(merge_dir, recipe_ref, overrides, out, backend):
-    """Export the merged model in MERGE_DIR to ONNX and check it against PyTorch."""
+    """Export the merged model in MERGE_DIR (ONNX or GGUF) and check it against PyTorch."""
     recipe = load(recipe_ref, overrides)
     with stage_command(out):
         from edgeft.stages.export import export as run_export
         manifest = run_export(recipe, merge_dir, out, backend=backend)
     parity = manifest["metrics"]["parity"]
-    click.echo(f"{out}: parity max |ONNX - PyTorch| {parity['max_abs_logit_diff']:.2e}")
+    click.echo(f"{out}: parity max |{manifest['format'].upper()} - PyTorch| {parity['max_abs_logit_diff']:.2e}")
 
 
 @cli.command()
@@ -356,6 +357,25 @@ def init(name, out, force):
         raise EdgeftError(f"{out} exists: pass --force to overwrite it")
     out.write_text(recipes_by_name[name].read_text())
     click.echo(f"{out}: a copy of the built-in recipe {name}; run it with: edgeft run {out}")
+
+
+@cli.command("llamacpp-setup")
+@click.option("--print-cmake-args", is_flag=True, help="only print the CMAKE_ARGS this CPU gets, build nothing")
+def llamacpp_setup(print_cmake_args):
+    """Install the gguf backend's extra: llama-cpp-python built for this CPU, and llama.cpp's converter.
+
+    Builds llama-cpp-python from its sdist with CMAKE_ARGS taken from /proc/cpuinfo (the CPU's
+    AVX/AVX-512/VNNI sets; AMX off, since AMX tiles crash in many VMs), about 8 minutes on 2 cores;
+    keeps the wheel under ~/.cache/edgeft for the next time, and unpacks convert_hf_to_gguf.py from
+    the same sources. $EDGEFT_LLAMA_CPP points the gguf backend at another llama.cpp tree instead.
+    """
+    from edgeft.generation.llamacpp_build import cmake_args, cpu_flags, setup
+
+    if print_cmake_args:
+        click.echo(" ".join(cmake_args(cpu_flags())))
+        return
+    done = setup(lambda line: click.echo(line, err=True))
+    click.echo(f"llama-cpp-python: {done['wheel']}\nconverter: {done['converter']}")
 
 
 for command in (cli_device.generate, cli_device.chat, cli_device.predict, cli_device.verify, cli_select.select):

@@ -2,7 +2,7 @@
 after export or quantization is pinned to the step that caused it.
 
 Steps, each compared with the one it was made from (its lineage in the manifests): what was
-trained (the adapter on the base it was trained against) -> merged into fp32 -> each ONNX export
+trained (the adapter on the base it was trained against) -> merged into fp32 -> each ONNX (or GGUF) export
 -> each quantized variant (-> the device, when measured). Per step: the metric, its change from
 the previous step in points, how often the two agree on the first output (top-1 label, or first
 answer token), and the mean KL divergence of the output distribution from the previous step's:
@@ -59,7 +59,10 @@ def build_ledger(models: list[tuple[str, Path, dict]], quality: dict[str, dict],
         if name not in quality or "first" not in quality[name]:
             continue
         prev = previous.get(name)
-        step = {"model": name, "step": STEP_NAMES.get(manifest["stage"], manifest["stage"]), "previous": prev,
+        label = STEP_NAMES.get(manifest["stage"], manifest["stage"])
+        if manifest.get("format") == "gguf":  # the same steps, through llama.cpp
+            label = label.replace("ONNX", "GGUF") + (" (llama.cpp)" if manifest["stage"] == "quantize" else "")
+        step = {"model": name, "step": label, "previous": prev,
                 "metric": quality[name][metric], "change_pts": None, "agreement": None, "mean_kl": None,
                 "top1": [_top1(f) for f in quality[name]["first"]]}
         if prev in quality and "first" in quality[prev]:

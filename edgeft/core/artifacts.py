@@ -25,7 +25,7 @@ from edgeft.runtime.machine import machine_info
 FORMAT_VERSION = 1
 __all__ = ["machine_info", "read_manifest", "sha256_file"]  # the runtime's, re-exported for the host side
 _VERSIONED = ("edgeft-runtime", "torch", "transformers", "peft", "bitsandbytes", "accelerate", "optimum", "optimum-onnx",
-              "onnx", "onnxruntime", "onnxruntime-genai", "tokenizers", "numpy")
+              "onnx", "onnxruntime", "onnxruntime-genai", "tokenizers", "numpy", "llama-cpp-python")
 
 
 def sha256_json(obj: Any) -> str:

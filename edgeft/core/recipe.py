@@ -93,7 +93,9 @@ class MergeSection(Section):
 
 
 class ExportSection(Section):
-    backends: list[Literal["optimum", "genai"]] = ["optimum"]
+    backends: list[Literal["optimum", "genai", "gguf"]] = Field(
+        ["optimum"], description="optimum (optimum-onnx), genai (onnxruntime-genai's builder; decoders), gguf "
+                                 "(llama.cpp's converter; decoders; needs `edgeft llamacpp-setup`)")
     opset: Optional[int] = None
     parity_atol: float = Field(1e-3, gt=0, description="max |ONNX - PyTorch| logit difference accepted")
     parity_samples: int = Field(32, gt=0)
@@ -102,7 +104,7 @@ class ExportSection(Section):
 
 class _Variant(Section):
     name: str
-    source: Literal["optimum", "genai"] = Field("optimum", description="which export the variant starts from")
+    source: Literal["optimum", "genai", "gguf"] = Field("optimum", description="which export the variant starts from")
 
 
 class DynamicVariant(_Variant):
@@ -145,8 +147,17 @@ class Int4Variant(_Variant):
         return 8 if self.method == "int8-weights" else 4
 
 
-VariantSection = Annotated[Union[DynamicVariant, StaticVariant, Int4Variant], Field(discriminator="method")]
-VARIANT_CLASSES = {"dynamic": DynamicVariant, "static": StaticVariant, "int4": Int4Variant, "int8-weights": Int4Variant}
+class GgufVariant(_Variant):
+    """A llama.cpp type of the GGUF export (source gguf), made by llama.cpp's own quantizer."""
+    method: Literal["gguf"]
+    type: Literal["F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_0", "Q4_K_M", "Q4_K_S", "Q4_0", "Q4_1", "Q3_K_M",
+                  "Q2_K"] = Field("Q4_K_M", description="llama.cpp's file type (llama-quantize's names)")
+
+
+VariantSection = Annotated[Union[DynamicVariant, StaticVariant, Int4Variant, GgufVariant],
+                           Field(discriminator="method")]
+VARIANT_CLASSES = {"dynamic": DynamicVariant, "static": StaticVariant, "int4": Int4Variant, "int8-weights": Int4Variant,
+                   "gguf": GgufVariant}
 
 
 def _default_variants() -> list:
@@ -238,15 +249,18 @@ class Recipe(Section):
         """What no single field can say: checked before any data is read, not after tuning."""
         problems = []
         backends = self.export.backends
-        if self.task != "generation" and "genai" in backends:
-            problems.append("export.backends: 'genai' (onnxruntime-genai's builder) builds decoders only")
+        for backend in ("genai", "gguf"):
+            if self.task != "generation" and backend in backends:
+                problems.append(f"export.backends: '{backend}' exports decoders (task generation) only")
         for i, v in enumerate(self.quantize.variants):
             where = f"quantize.variants.{i} ({v.name})"
             if v.source not in backends:
                 problems.append(f"{where}: source '{v.source}' is not in export.backends {backends}")
             if v.method == "static" and self.task == "generation":
                 problems.append(f"{where}: static int8 is implemented for classification only")
-            if v.source == "genai" and not isinstance(v, Int4Variant):
+            if (v.source == "gguf") != isinstance(v, GgufVariant):
+                problems.append(f"{where}: llama.cpp types (method gguf) are made from source 'gguf', and only they")
+            elif v.source == "genai" and not isinstance(v, Int4Variant):
                 problems.append(f"{where}: source 'genai' builds weight-only variants only (int4, int8-weights)")
             elif getattr(v, "lora", None) == "unmerged" and (v.source != "genai" or self.task != "generation"):
                 problems.append(f"{where}: lora 'unmerged' is built by the genai builder (source genai, generation)")

@@ -16,7 +16,7 @@ from edgeft.core.metrics import exact_match, normalize_answer, perplexity
 from edgeft.core.splits import load_split
 from edgeft.generation.chat import encode_chat
 from edgeft.generation.runners import RUNNER_ORT, RUNNER_TORCH, RUNNER_TRAINED
-from edgeft.runtime.files import GENERATION_FILE, HF_CONFIG_FILE, ONNX_FILE, SAFETENSORS_SUFFIX
+from edgeft.runtime.files import GENERATION_FILE, GGUF_FILE, HF_CONFIG_FILE, ONNX_FILE, SAFETENSORS_SUFFIX
 from edgeft.runtime.stats import decode_entry, memory_bandwidth
 
 
@@ -146,34 +146,41 @@ def table(variants: list[dict], top: int) -> dict:
 
 
 
+def hf_kv_shape(config: dict) -> tuple[int, int, int]:
+    """Layers, KV heads and head size from a Hugging Face config."""
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    return config["num_hidden_layers"], config.get("num_key_value_heads", config["num_attention_heads"]), head_dim
+
+
 def bytes_per_token(folder: Path, fmt: str, context: int) -> int:
     """Bytes a decode step must read: every weight (an embedding table only when the LM head reads
-    it too; a lookup touches one row) plus the KV cache at `context` tokens."""
+    it too; a lookup touches one row) plus the KV cache at `context` tokens (fp32; llama.cpp's f16)."""
     folder = Path(folder)
-    if fmt == "pytorch":
+    if fmt in ("pytorch", "gguf"):
         config = json.loads((folder / HF_CONFIG_FILE).read_text())
+        layers, kv_heads, head_dim = hf_kv_shape(config)
+        if fmt == "gguf":  # the whole file (an untied embedding too: a small overestimate)
+            return int((folder / GGUF_FILE).stat().st_size + 2 * layers * kv_heads * head_dim * 2 * context)
         weights = sum(p.stat().st_size for p in folder.glob("*" + SAFETENSORS_SUFFIX))
         if not config.get("tie_word_embeddings", False):
             weights -= config["vocab_size"] * config["hidden_size"] * 4
-        layers, kv_heads = config["num_hidden_layers"], config.get("num_key_value_heads", config["num_attention_heads"])
-        head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
-    else:
-        import onnx
-        model = onnx.load(str(folder / ONNX_FILE), load_external_data=False)
-        sizes = {}
-        for init in model.graph.initializer:
-            external = {e.key: e.value for e in init.external_data}
-            sizes[init.name] = int(external["length"]) if "length" in external else len(init.raw_data)
-        users: dict[str, set] = {}
-        for node in model.graph.node:
-            for name in node.input:
-                users.setdefault(name, set()).add(node.op_type)
-        # tensors only gathered from (embedding rows) are not streamed per token
-        weights = sum(size for name, size in sizes.items()
-                      if not users.get(name) or not users[name] <= {"Gather", "GatherBlockQuantized"})
-        pasts = [i for i in model.graph.input if i.name.startswith("past_key_values")]
-        layers = len(pasts) // 2
-        dims = pasts[0].type.tensor_type.shape.dim
-        kv_heads = dims[1].dim_value
-        head_dim = dims[3].dim_value or json.loads((folder / GENERATION_FILE).read_text())["head_dim"]
+        return int(weights + 2 * layers * kv_heads * head_dim * 4 * context)
+    import onnx
+    model = onnx.load(str(folder / ONNX_FILE), load_external_data=False)
+    sizes = {}
+    for init in model.graph.initializer:
+        external = {e.key: e.value for e in init.external_data}
+        sizes[init.name] = int(external["length"]) if "length" in external else len(init.raw_data)
+    users: dict[str, set] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            users.setdefault(name, set()).add(node.op_type)
+    # tensors only gathered from (embedding rows) are not streamed per token
+    weights = sum(size for name, size in sizes.items()
+                  if not users.get(name) or not users[name] <= {"Gather", "GatherBlockQuantized"})
+    pasts = [i for i in model.graph.input if i.name.startswith("past_key_values")]
+    layers = len(pasts) // 2
+    dims = pasts[0].type.tensor_type.shape.dim
+    kv_heads = dims[1].dim_value
+    head_dim = dims[3].dim_value or json.loads((folder / GENERATION_FILE).read_text())["head_dim"]
     return int(weights + 2 * layers * kv_heads * head_dim * 4 * context)

@@ -8,7 +8,7 @@ from pathlib import Path
 from edgeft import EdgeftError
 from edgeft.core.recipe import DataSection
 from edgeft.runtime.files import GENERATION_FILE
-from edgeft.runtime.generator import format_chat
+from edgeft.runtime.greedy import format_chat
 
 SENTINELS = {"system": "\u2063SYS\u2063", "user": "\u2063USR\u2063", "assistant": "\u2063AST\u2063"}
 

@@ -1,4 +1,5 @@
-"""Export parity for decoders: prefill logits and greedy tokens, PyTorch against the ONNX runtime."""
+"""Export parity for decoders: prefill logits and greedy tokens, PyTorch against the exported model
+(edgeft.runtime for ONNX, llama.cpp for GGUF)."""
 from __future__ import annotations
 
 import time
@@ -32,14 +33,14 @@ def torch_greedy(model, ids: list[int], new_tokens: int, timings: list | None = 
     return first, tokens
 
 
-def generation_parity(torch_dir: Path, onnx_dir: Path, backend: str, rows: list[dict], new_tokens: int) -> dict:
+def generation_parity(torch_dir: Path, export_dir: Path, backend: str, rows: list[dict], new_tokens: int) -> dict:
     from edgeft.generation.chat import encode_prompt
+    from edgeft.generation.gguf import load_generator
     from edgeft.generation.models import load_model, load_tokenizer
-    from edgeft.runtime import Generator
 
     tokenizer = load_tokenizer(torch_dir)
     model = load_model(torch_dir).eval()
-    generator = Generator(onnx_dir, verify=False)
+    generator = load_generator(export_dir)
     references, prefills, mismatches, compared = [], [], 0, 0
     for row in rows[:4]:
         ids = encode_prompt(tokenizer, row["messages"])
@@ -48,8 +49,8 @@ def generation_parity(torch_dir: Path, onnx_dir: Path, backend: str, rows: list[
         reference, tokens = torch_greedy(model, ids, new_tokens)
         references.append(reference)
         prefills.append(generator.prefill(ids)[0])
-        onnx_tokens = list(generator.generate_ids(ids, new_tokens, stop=False))
-        mismatches += onnx_tokens != tokens
+        exported_tokens = list(generator.generate_ids(ids, new_tokens, stop=False))
+        mismatches += exported_tokens != tokens
         compared += 1
     return {**compare_logits(np.stack(references), np.stack(prefills)), "prompts": compared,
             "greedy_tokens": new_tokens, "greedy_mismatches": mismatches, "greedy_identical": mismatches == 0}

@@ -89,12 +89,12 @@ class TrainedGenerator(TorchGenerator):
 
 
 class OrtGenerator:
-    """ONNX variants through edgeft.runtime: what the device runs."""
+    """ONNX variants through edgeft.runtime (what the device runs); GGUF ones through llama.cpp."""
 
     def __init__(self, folder: Path, threads: int):
-        from edgeft.runtime import Generator
+        from edgeft.generation.gguf import load_generator
 
-        self.generator = Generator(folder, threads, verify=False)
+        self.generator = load_generator(folder, threads)
 
     def speed(self, prompt: list[int], new_tokens: int) -> dict:
         times: list[float] = []

@@ -10,7 +10,7 @@ class GenerationTask(Task):
     name = "generation"
     lora_task_type = "CAUSAL_LM"
     optimum_task = "text-generation-with-past"
-    export_backends = ("optimum", "genai")
+    export_backends = ("optimum", "genai", "gguf")
     supports_packing = True
     # the embedding (Gather) stays: per-tensor int8 there hurts and, with a tied head, makes every
     # decode step dequantize the whole vocabulary matrix
@@ -70,9 +70,9 @@ class GenerationTask(Task):
         """The first answer token's logits of 16 validation chats."""
         import numpy as np
 
-        from edgeft.runtime import Generator
+        from edgeft.generation.gguf import load_generator
 
-        ref, new = Generator(fp32_dir, verify=False), Generator(quant_dir, verify=False)
+        ref, new = load_generator(fp32_dir), load_generator(quant_dir)
         prompts = [ref.encode_chat(r["messages"][:-1]) for r in rows[:16]]
         return np.stack([ref.prefill(p)[0] for p in prompts]), np.stack([new.prefill(p)[0] for p in prompts])
 

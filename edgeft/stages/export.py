@@ -1,7 +1,8 @@
 """Export stage: the merged model to ONNX, checked against PyTorch on real inputs.
 
-Backends: `optimum` (optimum-onnx's exporter; classification, and decoders with a KV cache) and
-`genai` (onnxruntime-genai's model builder; decoders only). Each call writes one artifact.
+Backends: `optimum` (optimum-onnx's exporter; classification, and decoders with a KV cache),
+`genai` (onnxruntime-genai's model builder; decoders only) and `gguf` (llama.cpp's converter, F32;
+decoders only; generation/gguf.py). Each call writes one artifact.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from edgeft.core.artifacts import (
 from edgeft.core.recipe import Recipe
 from edgeft.core.splits import load_split
 from edgeft.core.tasks import get_task
-from edgeft.runtime.files import LABELS_FILE, PREPROCESS_FILE
+from edgeft.runtime.files import GGUF_FILE, HF_CONFIG_FILE, LABELS_FILE, PREPROCESS_FILE, TOKENIZER_FILE
 
 
 def export_config(recipe: Recipe, backend: str) -> dict:
@@ -35,10 +36,14 @@ def run_exporter(task, backend: str, merge_dir: Path, tmp: Path, opset: int | No
         from optimum.exporters.onnx import main_export
         main_export(str(merge_dir), output=tmp, task=task.optimum_task, opset=opset, do_validation=False,
                     local_files_only=True)
+    elif backend == "gguf":  # F32, so that parity with PyTorch is as tight as for ONNX
+        from edgeft.generation.gguf import convert
+        convert(Path(merge_dir), tmp / GGUF_FILE, "f32")
     else:
         from edgeft.generation.genai import build_genai
         build_genai(Path(merge_dir), tmp, precision="fp32")
-    for name in (LABELS_FILE, PREPROCESS_FILE):
+    sidecar = (TOKENIZER_FILE, HF_CONFIG_FILE) if backend == "gguf" else ()  # the runtime's ids; bench's shapes
+    for name in (LABELS_FILE, PREPROCESS_FILE, *sidecar):
         if (Path(merge_dir) / name).exists():
             shutil.copy(Path(merge_dir) / name, tmp / name)
 
@@ -71,5 +76,5 @@ def export(recipe: Recipe, merge_dir: Path, out: Path, *, backend: str = "optimu
         check_parity(parity, backend, recipe.export.parity_atol)
         return write_manifest(tmp, stage="export", task=task.name, inputs=inputs, config=config,
                               metrics={"parity": parity}, labels=merged.get("labels", []), backend=backend,
-                              format="onnx", precision="fp32",
+                              format="gguf" if backend == "gguf" else "onnx", precision="fp32",
                               lm_head=task.exported_lm_head)

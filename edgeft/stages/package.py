@@ -6,7 +6,6 @@ and a manifest with the sha256 of every file, which the runtime checks before lo
 """
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from edgeft.core.artifacts import (
     write_manifest,
 )
 from edgeft.core.recipe import dump_recipe
-from edgeft.core.splits import load_labels, load_split
+from edgeft.core.splits import load_labels
 from edgeft.core.tasks import get_task
 from edgeft.core.wheel import build_runtime_wheel, runtime_source
 from edgeft.runtime.files import (
@@ -35,25 +34,11 @@ from edgeft.runtime.files import (
     GENERATION_FILE,
     LABELS_FILE,
     RECIPE_FILE,
-    REPORT_JSON,
     RUNTIME_FILES,
     TOKENIZER_CHECK_FILE,
 )
 from edgeft.runtime.selfcheck import record
-
-
-def bench_metrics(report_path: Path | None, name: str) -> dict:
-    """What the bench measured for this variant: quality, latency at each thread count, size, RSS."""
-    if report_path is None or not report_path.exists():
-        return {}
-    report = json.loads(report_path.read_text())
-    entry = next((v for v in report["variants"] if v["name"] == name), None)
-    if entry is None:
-        return {}
-    return {"quality": entry["metrics"], "latency": entry["latency_ms"], "throughput": entry["throughput"],
-            "size_bytes": entry["size_bytes"], "peak_rss_bytes": entry["peak_rss_bytes"],
-            "machine": report["machine"], "timed": report["timed"]}
-
+from edgeft.stages.bundling import bench_metrics, measured_lines, report_for, write_eval_slice
 
 DEVICE_README = """# {name}: an edgeft bundle
 
@@ -93,14 +78,14 @@ def package(recipe, variant_dir: Path, out: Path, *, bench_dir: Path | None = No
     """The bundle for `variant_dir`; with `package.with_runtime`, it carries the edgeft-runtime wheel."""
     variant_dir = Path(variant_dir)
     source = read_manifest(variant_dir, stage=("export", "quantize"), what="model to package")
+    if source.get("format") == "gguf":
+        from edgeft.stages.package_gguf import package_gguf
+        return package_gguf(recipe, variant_dir, source, out, bench_dir=bench_dir, force=force)
     if source.get("format") != "onnx":
         raise EdgeftError(f"{variant_dir} is not an ONNX model: package an exported or quantized variant")
     name = variant_name(source)
-    report = Path(bench_dir) / REPORT_JSON if bench_dir else variant_dir.parent.parent / "bench" / REPORT_JSON
-    if not report.exists() and source["stage"] == "export":
-        report = variant_dir.parent / "bench" / REPORT_JSON
     inputs = [input_ref("variant", variant_dir, source)]
-    metrics = bench_metrics(report, name)
+    metrics = bench_metrics(report_for(variant_dir, source, bench_dir), name)
     with_runtime = recipe.package.with_runtime
     config = {"variant": name, "recipe": recipe.model_dump(mode="json"), "zip": zip_bundle,
               "metrics": metrics, "runtime_source": runtime_fingerprint() if with_runtime else None,
@@ -139,14 +124,6 @@ def ship_self_checks(folder: Path, source: dict, eval_samples: int) -> dict:
     return {"eval_examples": len(rows), "tokenizer_samples": len(check["samples"]), "positive_label": positive}
 
 
-def write_eval_slice(folder: Path, source: dict, eval_samples: int) -> list[dict]:
-    rows = load_split(find_in_lineage(source, "data"), "test")[:eval_samples]
-    with open(folder / EVAL_FILE, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return rows
-
-
 def runtime_fingerprint() -> str:
     """The hash of what goes into the runtime wheel (its modules and project files, not build leftovers):
     a bundle is rebuilt when the runtime it carries changes."""
@@ -158,24 +135,12 @@ def device_readme(recipe, name: str, task: str, files: list[str], metrics: dict,
                   wheel: str | None) -> str:
     what, usage = get_task(task).device_usage(recipe)
     command = get_task(task).device_command
-    lines = []
-    for key, value in (metrics.get("quality") or {}).items():
-        if isinstance(value, float):
-            lines.append(f"- {key.replace('_', ' ')}: {value:.4f}")
-    for lat in metrics.get("latency", []):
-        if "decode_tokens_per_s" not in lat:
-            lines.append(f"- latency at batch 1, {lat['threads']} threads: p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f} ms")
-        else:
-            lines.append(f"- {lat['threads']} threads: time to first token {lat['ttft_ms']['median']:.0f} ms "
-                         f"({lat['prompt_tokens']}-token prompt), decode {lat['decode_tokens_per_s']['median']:.1f} tokens/s")
-    if metrics.get("machine"):
-        lines.append(f"- on: {metrics['machine'].get('cpu', '?')}, {metrics['machine'].get('cpus')} CPUs")
     install = (f"pip install {folder}/{wheel}" if wheel else
                "pip install edgeft-runtime   # from your index: this bundle was made without --with-runtime")
     return DEVICE_README.format(name=recipe.name, what=what, recipe=recipe.name, variant=name, install=install,
                                 files=", ".join(files), folder=folder, usage=usage, command=command,
                                 check=TOKENIZER_CHECK_FILE, eval=EVAL_FILE, eval_examples=checks["eval_examples"],
-                                measured="\n".join(lines) or "- (no bench results were found when packaging)")
+                                measured=measured_lines(metrics))
 
 
 def package_adapter(recipe, variant_dir: Path, out: Path, *, bench_dir: Path | None = None) -> dict:
@@ -187,8 +152,7 @@ def package_adapter(recipe, variant_dir: Path, out: Path, *, bench_dir: Path | N
     if details.get("lora") != "unmerged":
         raise EdgeftError(f"{variant_dir} was built merged: --adapter-only needs a variant with lora: unmerged")
     name = variant_name(source)
-    report = Path(bench_dir) / REPORT_JSON if bench_dir else variant_dir.parent.parent / "bench" / REPORT_JSON
-    metrics = bench_metrics(report, name)
+    metrics = bench_metrics(report_for(variant_dir, source, bench_dir), name)
     adapter = variant_dir / details["adapter"]
     with stage_output(out) as tmp:
         shutil.copy(adapter, tmp / adapter.name)

@@ -5,7 +5,8 @@
 - int4, int8-weights: weight-only MatMulNBits (block-wise; rtn, k_quant or hqq rounding),
   optionally with int8 activations (accuracy_level 4); from the optimum export by the task's own
   graph edits, or by onnxruntime-genai's builder.
-Every variant is checked to load in onnxruntime and measured against the fp32 model (`vs_fp32`).
+- gguf: llama.cpp's types (Q4_0, Q4_K_M, Q8_0, ...) of the GGUF export, by llama.cpp's quantizer.
+Every variant is checked to load (onnxruntime; llama.cpp for GGUF) and measured against the fp32 model (`vs_fp32`).
 """
 from __future__ import annotations
 
@@ -27,7 +28,15 @@ from edgeft.core.parity import compare_logits
 from edgeft.core.recipe import Recipe
 from edgeft.core.splits import load_split
 from edgeft.core.tasks import get_task
-from edgeft.runtime.files import GENERATION_FILE, LABELS_FILE, MANIFEST, MODEL_FILES, ONNX_FILE, PREFILL_FILE
+from edgeft.runtime.files import (
+    GENERATION_FILE,
+    GGUF_FILE,
+    LABELS_FILE,
+    MANIFEST,
+    MODEL_FILES,
+    ONNX_FILE,
+    PREFILL_FILE,
+)
 from edgeft.runtime.onnx import ort_errors, session
 
 DRIFT_ROWS = 64
@@ -78,6 +87,11 @@ def build_variant(task, variant, export_dir: Path, exported: dict, tmp: Path, ma
                                  f"int{variant.bits}", variant, adapter_name)
         shutil.copy(Path(export_dir) / GENERATION_FILE, tmp / GENERATION_FILE)
         return details
+    if variant.source == "gguf":
+        from edgeft.generation.gguf import quantize_file
+        copy_sidecar_files(export_dir, tmp)
+        quantize_file(Path(export_dir) / GGUF_FILE, tmp / GGUF_FILE, variant.type)
+        return {"gguf_type": variant.type}
     if variant.source == "genai":
         from edgeft.generation.genai import build_genai
         build_genai(find_in_lineage(exported, "merged_model"), tmp, precision=f"int{variant.bits}", variant=variant)
@@ -138,13 +152,15 @@ def quantize_variant(recipe: Recipe, export_dir: Path, variant, out: Path, *, fo
         if getattr(variant, "prefill_accuracy_level", None) is not None:
             from edgeft.generation.graph import write_prefill_graph
             details["prefill_graph"] = write_prefill_graph(tmp, variant.prefill_accuracy_level)
-        details["op_counts"] = count_ops(tmp / ONNX_FILE)
-        check_loads(tmp)
+        if (tmp / ONNX_FILE).exists():
+            details["op_counts"] = count_ops(tmp / ONNX_FILE)
+            check_loads(tmp)
         shutil.copy(Path(export_dir) / LABELS_FILE, tmp / LABELS_FILE)
         vs_fp32 = drift(task, variant, Path(export_dir), tmp, load_split(find_in_lineage(exported, "data"), "validation"))
         return write_manifest(tmp, stage="quantize", task=task.name, inputs=inputs, config=config,
                               metrics={"vs_fp32": vs_fp32}, labels=exported.get("labels", []),
-                              backend=exported.get("backend"), format="onnx", precision=variant.name,
+                              backend=exported.get("backend"), format=exported.get("format", "onnx"),
+                              precision=variant.name,
                               variant=variant.name, details=details)
 
 
