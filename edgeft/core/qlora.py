@@ -202,8 +202,13 @@ def load_trained(task, tune_dir: Path, labels: list[str]):
     model = task.load_model(lineage_input(tuned, "base_model"), labels, **kwargs)
     if grid:
         from edgeft.core.grid import put_on_grid
-        put_on_grid(model, grid)
+        put_on_grid(model, grid, grid_block_size(tuned["config"]))
     return PeftModel.from_pretrained(model, tune_dir).eval()
+
+
+def grid_block_size(tune_config: dict) -> int:
+    from edgeft.core.grid import GRID_BLOCK_SIZE
+    return tune_config.get("grid_block_size", GRID_BLOCK_SIZE)  # tune folders from before the field: 32
 
 
 def trained_grid(tune_config: dict) -> str | None:

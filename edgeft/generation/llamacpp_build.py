@@ -20,6 +20,7 @@ from pathlib import Path
 
 from edgeft import EdgeftError
 from edgeft.generation.gguf import CACHE, CONVERTER, LLAMA_CPP_PYTHON, llama_cpp_tree, tree_dir
+from edgeft.runtime.machine import cpu_flags
 
 # /proc/cpuinfo flag -> ggml's cmake option
 X86_OPTIONS = {"avx": "GGML_AVX", "avx2": "GGML_AVX2", "fma": "GGML_FMA", "f16c": "GGML_F16C", "bmi2": "GGML_BMI2",
@@ -27,15 +28,6 @@ X86_OPTIONS = {"avx": "GGML_AVX", "avx2": "GGML_AVX2", "fma": "GGML_FMA", "f16c"
                "avx512_vnni": "GGML_AVX512_VNNI", "avx512_bf16": "GGML_AVX512_BF16"}
 ALWAYS = ["-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF", "-DGGML_AMX_BF16=OFF", "-DLLAVA_BUILD=OFF"]
 TREE_PARTS = (CONVERTER, "conversion", "gguf-py")  # what the converter needs from the llama.cpp tree
-
-
-def cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    return set(line.partition(":")[2].split())
 
 
 def cmake_args(flags: set[str], machine: str | None = None) -> list[str]:

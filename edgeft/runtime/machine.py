@@ -28,6 +28,11 @@ def _cpuinfo() -> tuple[str | None, set[str]]:
     return None, set()
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (/proc/cpuinfo), empty where they cannot be read."""
+    return _cpuinfo()[1]
+
+
 def _os_name() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/etc/os-release").read_text().splitlines():

@@ -1,0 +1,221 @@
+"""edgeft against llama.cpp on the user's own fine-tuned assistant, in one run.
+
+    python bench/compare_llamacpp.py [RUN_DIR] [--llama-bench PATH] [--threads 1 2] [--rounds 5]
+
+RUN_DIR is a run of the assistant recipe (default runs/assistant-trec-smollm2): its merged model,
+held-out questions, fp32 genai export and shipped int4 (package/). The GGUF files are the run's own
+gguf variants when it has them (export.backends with gguf), else made here the same way: llama.cpp's
+converter on the merged model, then F16, Q8_0, Q4_K_M and Q4_0 by llama.cpp's quantizer.
+
+- Quality: every model answers all held-out questions from the same prompt token ids, greedily, at
+  most 6 tokens; exact match paired with the fp32 export (bootstrap interval, McNemar), and the
+  shipped int4 paired with Q4_K_M, the quality bar.
+- Speed: a 128-token prompt, then 64 greedy tokens, at each thread count; edgeft.runtime and
+  llama.cpp through llama-cpp-python run by the very same Python loop (runtime/greedy.py), and,
+  with --llama-bench, llama.cpp's own llama-bench (pp128 and tg64 at depth 128: the same work
+  without Python), everything interleaved round by round; medians with min-max.
+- Peak RSS: each model loaded and run once in a fresh process.
+
+Writes bench/results/compare_llamacpp.json with the machine, versions, llama.cpp build flags and
+the command.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from edgeft.benchkit.paired import paired_drop  # noqa: E402
+from edgeft.core.artifacts import library_versions, machine_info, model_bytes  # noqa: E402
+from edgeft.core.metrics import exact_match, normalize_answer  # noqa: E402
+from edgeft.core.splits import load_split  # noqa: E402
+from edgeft.generation.chat import encode_chat  # noqa: E402
+from edgeft.generation.gguf import LLAMA_CPP_PYTHON, convert, quantize_file  # noqa: E402
+from edgeft.generation.llamacpp_build import cmake_args, cpu_flags  # noqa: E402
+from edgeft.generation.models import load_tokenizer  # noqa: E402
+from edgeft.generation.runners import OrtGenerator  # noqa: E402
+from edgeft.runtime.files import GENERATION_FILE, GGUF_FILE, HF_CONFIG_FILE, TOKENIZER_FILE  # noqa: E402
+from edgeft.runtime.stats import decode_entry, spread  # noqa: E402
+
+PROMPT_TOKENS, NEW_TOKENS, MAX_ANSWER, MAX_LENGTH = 128, 64, 6, 96
+GGUF_TYPES = ("F16", "Q8_0", "Q4_K_M", "Q4_0")
+REFERENCE, SHIPPED, QUALITY_BAR, SPEED_BAR = "edgeft fp32", "edgeft int4", "llama.cpp Q4_K_M", "llama.cpp Q4_0"
+
+
+def gguf_models(run: Path, work: Path) -> dict[str, Path]:
+    """llama.cpp's types of the run's merged model: the run's gguf variants, or converted here."""
+    found = {}
+    for folder in sorted((run / "quantize").glob("*")):
+        manifest = json.loads((folder / "manifest.json").read_text()) if (folder / "manifest.json").exists() else {}
+        if manifest.get("format") == "gguf":
+            found[manifest["details"]["gguf_type"]] = folder
+    missing = [t for t in GGUF_TYPES if t not in found]
+    if missing:
+        work.mkdir(parents=True, exist_ok=True)
+        f32 = work / "f32.gguf"
+        if not f32.exists():
+            convert(run / "merge", f32, "f32")
+        for t in missing:
+            folder = work / t
+            folder.mkdir(exist_ok=True)
+            if not (folder / GGUF_FILE).exists():
+                quantize_file(f32, folder / GGUF_FILE, t)
+            for name in (TOKENIZER_FILE, HF_CONFIG_FILE):
+                (folder / name).write_bytes((run / "merge" / name).read_bytes())
+            (folder / GENERATION_FILE).write_bytes((run / "export-genai" / GENERATION_FILE).read_bytes())
+            found[t] = folder
+    return {f"llama.cpp {t}": found[t] for t in GGUF_TYPES}
+
+
+def questions(run: Path):
+    tokenizer = load_tokenizer(run / "merge")
+    test = load_split(run / "data", "test")
+    encoded = [encode_chat(tokenizer, r["messages"], MAX_LENGTH) for r in test]
+    text = " ".join(r["messages"][-2]["content"] for r in test)
+    speed_prompt = tokenizer(text, add_special_tokens=False)["input_ids"][:PROMPT_TOKENS]
+    return tokenizer, test, [f[:n] for f, n in encoded], [f[n:] for f, n in encoded], speed_prompt
+
+
+def quality(models: dict[str, Path], run: Path) -> dict:
+    tokenizer, test, prompts, answers, _ = questions(run)
+    out = {}
+    for name, folder in models.items():
+        start = time.perf_counter()
+        reply = OrtGenerator(folder, 2).evaluate(prompts, answers, MAX_ANSWER)
+        said = [tokenizer.decode(p, skip_special_tokens=True).strip() for p in reply["predictions"]]
+        out[name] = {"exact_match": exact_match([r["answer"] for r in test], said),
+                     "correct": [normalize_answer(r["answer"]) == normalize_answer(s) for r, s in zip(test, said)],
+                     "eval_seconds": time.perf_counter() - start}
+        print(f"{name}: exact match {out[name]['exact_match']:.3f}", flush=True)
+    return out
+
+
+def llama_bench_round(binary: Path, gguf: Path, threads: int) -> dict:
+    """One llama-bench repetition: pp128 and tg64 at depth 128 (tokens/s)."""
+    cmd = [str(binary), "-m", str(gguf), "-p", str(PROMPT_TOKENS), "-n", str(NEW_TOKENS), "-d", str(PROMPT_TOKENS),
+           "-t", str(threads), "-r", "1", "-o", "json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                          env={"LD_LIBRARY_PATH": str(binary.parent)})
+    rows = json.loads(done.stdout)
+    return {("prefill" if r["n_prompt"] else "decode"): r["avg_ts"] for r in rows}
+
+
+def speed(models: dict[str, Path], run: Path, threads: list[int], rounds: int, llama_bench: Path | None) -> dict:
+    *_, prompt = questions(run)
+    runners = {(name, t): OrtGenerator(folder, t) for name, folder in models.items() for t in threads}
+    for runner in runners.values():
+        runner.speed(prompt, 2)  # warm-up
+    runs = {key: [] for key in runners}
+    native = {(name, t): [] for name in models if name.startswith("llama.cpp") for t in threads} if llama_bench else {}
+    for r in range(rounds):
+        for key, runner in runners.items():
+            runs[key].append(runner.speed(prompt, NEW_TOKENS))
+        for (name, t) in native:
+            native[(name, t)].append(llama_bench_round(llama_bench, models[name] / GGUF_FILE, t))
+        print(f"round {r + 1}/{rounds} done", flush=True)
+    out = {}
+    for (name, t), v in runs.items():
+        entry = decode_entry(v, t, PROMPT_TOKENS, NEW_TOKENS)
+        out.setdefault(name, {})[str(t)] = {k: entry[k] for k in ("prefill_tokens_per_s", "decode_tokens_per_s",
+                                                                   "ttft_ms", "ms_per_token_p50", "ms_per_token_p90")}
+    for (name, t), v in native.items():
+        out.setdefault(f"{name} (llama-bench)", {})[str(t)] = {
+            "prefill_tokens_per_s": spread([x["prefill"] for x in v]), "decode_tokens_per_s": spread([x["decode"] for x in v])}
+    return out
+
+
+def peak_rss(folder: Path, threads: int) -> int:
+    """VmHWM of a fresh process that loads the model and generates 64 tokens after a 128-token prompt."""
+    code = ("import sys; sys.path.insert(0, %r)\n"
+            "from edgeft.generation.runners import OrtGenerator\n"
+            "from edgeft.runtime.machine import peak_rss_bytes\n"
+            "OrtGenerator(%r, %d).speed(list(range(1000, 1000 + %d)), %d)\nprint(peak_rss_bytes())"
+            % (str(ROOT), str(folder), threads, PROMPT_TOKENS, NEW_TOKENS))
+    return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()[-1])
+
+
+def ratio(rows: dict, name: str, peer: str, threads: str, what: str) -> float | None:
+    try:
+        return rows[name]["speed"][threads][what]["median"] / rows[peer]["speed"][threads][what]["median"]
+    except KeyError:
+        return None
+
+
+def verdict(rows: dict, threads: list[int]) -> dict:
+    """The issue's bar at each thread count: int4 decode >= 1.3x and prefill >= 1.0x llama.cpp Q4_0 (both
+    through the same Python loop and against llama-bench), exact match >= Q4_K_M's."""
+    out = {}
+    for t in map(str, threads):
+        out[t] = {f"{what}_vs_{peer}": ratio(rows, SHIPPED, p, t, f"{what}_tokens_per_s")
+                  for what in ("decode", "prefill") for peer, p in
+                  (("q4_0_python", SPEED_BAR), ("q4_0_llama_bench", f"{SPEED_BAR} (llama-bench)"))}
+    em = rows[SHIPPED]["exact_match"] - rows[QUALITY_BAR]["exact_match"]
+    return {"speed": out, "exact_match_minus_q4_k_m_pts": 100 * em,
+            "int4_vs_q4_k_m_paired": rows[SHIPPED]["vs_q4_k_m"]}
+
+
+def main() -> None:
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", nargs="?", type=Path, default=ROOT / "runs/assistant-trec-smollm2")
+    parser.add_argument("--llama-bench", type=Path, default=None, help="llama.cpp's llama-bench binary, if built")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    run = args.run
+    with tempfile.TemporaryDirectory(prefix="edgeft-vs-llamacpp-") as tmp:
+        models = {REFERENCE: run / "export-genai", SHIPPED: run / "package", **gguf_models(run, Path(tmp))}
+        scores = quality(models, run)
+        timed = {k: v for k, v in models.items() if k != REFERENCE}
+        speeds = speed(timed, run, args.threads, args.rounds, args.llama_bench)
+        rss = {name: peak_rss(folder, max(args.threads)) for name, folder in timed.items()}
+        sizes = {name: model_bytes(folder) / 2**20 for name, folder in models.items()}
+    rows = {}
+    for name in [*models, *(k for k in speeds if k not in models)]:
+        base = name.replace(" (llama-bench)", "")
+        s = scores.get(base)
+        rows[name] = {"size_mib": sizes[base], "speed": speeds.get(name, {}), "peak_rss_mib": rss.get(name, 0) / 2**20}
+        if s and name == base:
+            rows[name].update(exact_match=s["exact_match"], eval_seconds=s["eval_seconds"],
+                              vs_fp32=paired_drop(scores[REFERENCE]["correct"], s["correct"]).to_dict())
+    rows[SHIPPED]["vs_q4_k_m"] = paired_drop(scores[QUALITY_BAR]["correct"], scores[SHIPPED]["correct"]).to_dict()
+    result = {"run": str(run), "questions": len(scores[REFERENCE]["correct"]), "threads": args.threads,
+              "rounds": args.rounds, "prompt_tokens": PROMPT_TOKENS, "new_tokens": NEW_TOKENS,
+              "max_answer_tokens": MAX_ANSWER, "models": rows, "verdict": verdict(rows, args.threads),
+              "llama_cpp": {"llama_cpp_python": LLAMA_CPP_PYTHON, "cmake_args": cmake_args(cpu_flags()),
+                            "llama_bench": str(args.llama_bench) if args.llama_bench else None},
+              "machine": machine_info(), "versions": library_versions(), "command": " ".join(sys.argv)}
+    path = ROOT / "bench/results/compare_llamacpp.json"
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print_table(result)
+    print(f"wrote {path}")
+
+
+def print_table(result: dict) -> None:
+    threads = [str(t) for t in result["threads"]]
+    head = "| model | MiB | exact match | vs fp32 pts (95%) | " + " | ".join(
+        f"prefill tok/s @{t} | decode tok/s @{t}" for t in threads) + " | peak RSS MiB |"
+    print(head + "\n|" + " --- |" * (head.count("|") - 1))
+    for name, r in result["models"].items():
+        em = f"{r['exact_match']:.3f}" if "exact_match" in r else "-"
+        d = r.get("vs_fp32")
+        drop = f"{-d['points']:+.1f} ({-d['high']:+.1f}, {-d['low']:+.1f})" if d else "-"
+        cells = []
+        for t in threads:
+            s = r["speed"].get(t)
+            cells += [f"{s[k]['median']:.0f} ({s[k]['min']:.0f}-{s[k]['max']:.0f})" if s else "-"
+                      for k in ("prefill_tokens_per_s", "decode_tokens_per_s")]
+        rss = f"{r['peak_rss_mib']:.0f}" if r["peak_rss_mib"] else "-"
+        print(f"| {name} | {r['size_mib']:.0f} | {em} | {drop} | " + " | ".join(cells) + f" | {rss} |")
+    print(json.dumps(result["verdict"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
