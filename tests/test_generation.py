@@ -200,6 +200,32 @@ def test_runtime_generator_matches_pytorch_greedy(gen_run):
     assert text == tokenizer.decode(reference[:stop]) and stop > 0
 
 
+def test_kv_cache_in_place_gives_the_copying_path_logits_and_grows(gen_run, monkeypatch):
+    """The genai graphs' shared past/present buffers (runtime/kvcache.py): the same logits as new
+    present tensors every step, through the prompt graph and the decode graph, across buffer growth,
+    and an earlier state of the conversation continued after scoring an answer from it."""
+    import numpy as np
+
+    from edgeft.runtime import Generator, kvcache
+
+    run_dir, _, _ = gen_run
+    monkeypatch.setattr(kvcache, "MIN_CAPACITY", 16)  # grow within the test's 40 tokens
+    folder = run_dir / "quantize/int4"  # an int4 graph and its prompt graph (prefill_accuracy_level)
+    shared, copying = Generator(folder, verify=False), Generator(folder, verify=False, shared_kv=False)
+    assert shared.kv is not None and copying.kv is None and shared.prefill_session is not shared.session
+    ids = shared.encode_chat([{"role": "user", "content": "Who wrote Hamlet ?"}])
+    (a, state_a), (b, state_b) = shared.prefill(ids), copying.prefill(ids)
+    prefilled = (a, state_a)
+    for _ in range(40):
+        assert np.abs(a - b).max() < 1e-4
+        token = int(np.argmax(b))
+        (a, state_a), (b, state_b) = shared.step(token, state_a), copying.step(token, state_b)
+    assert shared.kv.capacity >= len(ids) + 40 > 16
+    answer = list(copying.generate_ids(ids, 8, stop=False))
+    shared.score_answer(ids, [5, 6, 7, 8], prefilled=prefilled)  # writes 3 positions past the prompt
+    assert list(shared.generate_ids(ids, 8, stop=False, prefilled=prefilled)) == answer
+
+
 def test_generate_and_chat_commands_stream_answers(gen_run):
     from edgeft.cli import cli
 

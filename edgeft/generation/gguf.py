@@ -131,15 +131,19 @@ class LlamaCppGenerator(GreedyDecoding):
     interface. The prompt's token ids are the ones every other model gets; llama.cpp's own
     tokenizer is not used. One conversation at a time: the state is the number of positions kept."""
 
-    def __init__(self, folder: Path, threads: int | None = None, context: int = 2048):
+    def __init__(self, folder: Path, threads: int | None = None, context: int = 2048, exact: bool = False):
         lib = llama_cpp()
         folder = Path(folder)
         self.settings = read_json(folder / GENERATION_FILE, "the chat format and stop tokens")
         self.tokenizer = load_tokenizer(folder)
         self.stop_ids = set(self.settings["eos_token_ids"])
         threads = threads or os.cpu_count() or 1
+        # llama.cpp as its own tools run it: flash attention on (their default "auto" on a CPU;
+        # llama-cpp-python's is off), KV cache F16. `exact`: F32 cache and no flash attention (its F16
+        # internals move logits by ~0.02), so that export parity sees the conversion alone.
+        cache = {"type_k": lib.GGML_TYPE_F32, "type_v": lib.GGML_TYPE_F32} if exact else {}
         self.llm = lib.Llama(str(folder / GGUF_FILE), n_ctx=context, n_batch=512, n_threads=threads,
-                             n_threads_batch=threads, logits_all=False, verbose=False)
+                             n_threads_batch=threads, logits_all=False, flash_attn=not exact, verbose=False, **cache)
         self.vocab = self.llm.n_vocab()
 
     def encode_chat(self, messages: list[dict], adapter: str | None = None) -> list[int]:
@@ -170,10 +174,12 @@ class LlamaCppGenerator(GreedyDecoding):
 
 
 
-def load_generator(folder: Path, threads: int | None = None):
-    """The greedy generator for a model folder: llama.cpp for a GGUF, else edgeft.runtime's ONNX one."""
+def load_generator(folder: Path, threads: int | None = None, exact: bool = False):
+    """The greedy generator for a model folder: llama.cpp for a GGUF, else edgeft.runtime's ONNX one.
+    `exact` (export parity): llama.cpp with an F32 KV cache and no flash attention, so that what is
+    compared is the conversion, not llama.cpp's default numerics (the bench measures those, on the task)."""
     from edgeft.runtime import Generator
 
     if (Path(folder) / GGUF_FILE).is_file():
-        return LlamaCppGenerator(folder, threads)
+        return LlamaCppGenerator(folder, threads, exact=exact)
     return Generator(folder, threads, verify=False)

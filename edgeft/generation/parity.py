@@ -40,7 +40,7 @@ def generation_parity(torch_dir: Path, export_dir: Path, backend: str, rows: lis
 
     tokenizer = load_tokenizer(torch_dir)
     model = load_model(torch_dir).eval()
-    generator = load_generator(export_dir)
+    generator = load_generator(export_dir, exact=True)
     references, prefills, mismatches, compared = [], [], 0, 0
     for row in rows[:4]:
         ids = encode_prompt(tokenizer, row["messages"])
