@@ -79,7 +79,7 @@ def test_recipes_lists_the_builtin_ones_and_init_copies_one_out(tmp_path, monkey
     assert listed.exit_code == 0
     lines = {line.split()[0]: line.split()[1] for line in listed.output.strip().splitlines()}
     assert lines == {"assistant-spam-smollm2": "generation", "assistant-trec-smollm2": "generation",
-                     "sms-spam-minilm": "classification"}
+                     "assistant-trec-vs-llamacpp": "generation", "sms-spam-minilm": "classification"}
     monkeypatch.chdir(tmp_path)
     made = invoke("init", "assistant-trec-smollm2")
     assert made.exit_code == 0 and (tmp_path / "assistant-trec-smollm2.yaml").exists()

@@ -72,12 +72,12 @@ def test_missing_recipe_lists_the_builtin_ones():
 
 
 def test_a_grid_trained_recipe_keeps_its_int4_variants_on_the_grid_and_gguf_on_its_source():
-    with pytest.raises(EdgeftError, match=r"int4\): block_size 32 is not the grid the adapter trains against "
-                                          r"\(tune.grid_block_size 64\)"):
-        load_recipe("assistant-trec-smollm2", ["tune.grid_block_size=64"])
-    recipe = load_recipe("assistant-trec-smollm2", ["tune.grid_block_size=64", "quantize.variants.0.block_size=64",
-                                                    "quantize.variants.1.block_size=64"])
-    assert recipe.tune.grid_block_size == 64
+    with pytest.raises(EdgeftError, match=r"int4\): block_size 64 is not the grid the adapter trains against "
+                                          r"\(tune.grid_block_size 32\)"):
+        load_recipe("assistant-trec-smollm2", ["tune.grid_block_size=32"])
+    recipe = load_recipe("assistant-trec-smollm2", ["tune.grid_block_size=32", "quantize.variants.0.block_size=32",
+                                                    "quantize.variants.1.block_size=32"])
+    assert recipe.tune.grid_block_size == 32
     with pytest.raises(EdgeftError, match="llama.cpp types .method gguf. are made from source 'gguf'"):
         recipe_from_dict({"task": "generation", "export": {"backends": ["genai"]},
                           "quantize": {"variants": [{"name": "q", "source": "genai", "method": "gguf"}]}})
