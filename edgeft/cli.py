@@ -365,7 +365,7 @@ def llamacpp_setup(print_cmake_args):
     """Install the gguf backend's extra: llama-cpp-python built for this CPU, and llama.cpp's converter.
 
     Builds llama-cpp-python from its sdist with CMAKE_ARGS taken from /proc/cpuinfo (the CPU's
-    AVX/AVX-512/VNNI sets; AMX off, since AMX tiles crash in many VMs), about 8 minutes on 2 cores;
+    AVX/AVX-512/VNNI sets; AMX off, since AMX tiles crash in many VMs), about 4 minutes on 2 cores;
     keeps the wheel under ~/.cache/edgeft for the next time, and unpacks convert_hf_to_gguf.py from
     the same sources. $EDGEFT_LLAMA_CPP points the gguf backend at another llama.cpp tree instead.
     """

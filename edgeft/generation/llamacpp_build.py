@@ -71,7 +71,7 @@ def setup(log) -> dict:
             pip_log)
         sdist = next(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
         if not list(wheels.glob("llama_cpp_python-*.whl")):
-            log(f"building it with CMAKE_ARGS=\"{' '.join(args)}\" (about 8 minutes on 2 cores; log: {pip_log})")
+            log(f"building it with CMAKE_ARGS=\"{' '.join(args)}\" (about 4 minutes on a 2-core Xeon; log: {pip_log})")
             pip(["wheel", "--no-deps", str(sdist), "-w", str(wheels)], pip_log,
                 env={**os.environ, "CMAKE_ARGS": " ".join(args)})
         wheel = next(wheels.glob("llama_cpp_python-*.whl"))

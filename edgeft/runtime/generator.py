@@ -1,7 +1,8 @@
 """Device-side generation: a decoder ONNX model with its KV cache, run by onnxruntime and numpy.
 
 Works for both export backends' graphs (optimum-onnx: position_ids input; onnxruntime-genai's
-builder: GroupQueryAttention, no position_ids). Chats are formatted from `generation.json` (written
+builder: GroupQueryAttention, no position_ids; its KV cache stays in place, see kvcache.py). The
+greedy loop, scoring and chat formatting are greedy.py's. Chats are formatted from `generation.json` (written
 at export time from the model's chat template), so no template engine is needed on the device.
 A quantized model may carry `model.prefill.onnx` (`quantize.variants[].prefill_accuracy_level`):
 the same weights with another MatMulNBits accuracy level, used for the prompt only. Whether that
