@@ -80,8 +80,9 @@ def byte_level_view(merged_dir: Path, staging: Path) -> Path:
     transformers writes a GGUF-imported GPT-2-style tokenizer (SmolLM2's) with `byte_fallback` and
     a SentencePiece-like decoder around its ByteLevel one. Neither changes an encoding (the ByteLevel
     pre-tokenizer maps every byte to a token first), but the converter reads them as a Llama
-    SentencePiece vocabulary and writes a GGUF whose own tokenizer splits text wrongly: `llama-cli`
-    would see other tokens than the fine-tune saw. Plain byte-level BPE makes it write the GPT-2 vocabulary.
+    SentencePiece vocabulary and writes a GGUF that llama.cpp aborts loading (`unordered_map::at`,
+    no newline token). Plain byte-level BPE makes it write the GPT-2 vocabulary (pre-tokenizer
+    `smollm`), which tokenizes exactly as tokenizer.json does.
     """
     import json
 
@@ -128,8 +129,9 @@ def quantize_file(src: Path, dst: Path, type_name: str, threads: int | None = No
 
 class LlamaCppGenerator(GreedyDecoding):
     """A GGUF folder (model.gguf, tokenizer.json, generation.json) behind the runtime Generator's
-    interface. The prompt's token ids are the ones every other model gets; llama.cpp's own
-    tokenizer is not used. One conversation at a time: the state is the number of positions kept."""
+    interface. Prompts are tokenizer.json's ids, the ones every other model gets (chat prompts are
+    checked against the GGUF's own tokenizer). One conversation at a time: the state is the number
+    of positions kept."""
 
     def __init__(self, folder: Path, threads: int | None = None, context: int = 2048, exact: bool = False):
         lib = llama_cpp()
@@ -171,7 +173,6 @@ class LlamaCppGenerator(GreedyDecoding):
 
     def step(self, token: int, state):
         return self._eval([token], state)
-
 
 
 def load_generator(folder: Path, threads: int | None = None, exact: bool = False):

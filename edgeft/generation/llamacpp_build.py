@@ -55,7 +55,8 @@ def unpack_tree(sdist: Path, dest: Path) -> None:
                    and m.name[len(prefix):].split("/")[0] in TREE_PARTS]
         for m in members:
             m.name = m.name[len(prefix):]
-        tar.extractall(dest, members=members, filter="data")
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python >= 3.10.12 / 3.11.4
+        tar.extractall(dest, members=members, **safe)
 
 
 def setup(log) -> dict:
