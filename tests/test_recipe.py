@@ -72,8 +72,8 @@ def test_missing_recipe_lists_the_builtin_ones():
 
 
 def test_a_grid_trained_recipe_keeps_its_int4_variants_on_the_grid_and_gguf_on_its_source():
-    with pytest.raises(EdgeftError, match=r"int4\): block_size 64 is not the grid the adapter trains against "
-                                          r"\(tune.grid_block_size 32\)"):
+    with pytest.raises(EdgeftError, match=r"int4\): block_size 64, head_bits 8 is not the grid the adapter "
+                                          r"trains against \(tune.grid_block_size 32, grid_head_bits 8\)"):
         load_recipe("assistant-trec-smollm2", ["tune.grid_block_size=32"])
     recipe = load_recipe("assistant-trec-smollm2", ["tune.grid_block_size=32", "quantize.variants.0.block_size=32",
                                                     "quantize.variants.1.block_size=32"])

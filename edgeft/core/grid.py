@@ -14,6 +14,8 @@ through the same `MatMulNBitsQuantizer` (RTN, symmetric, the variant's block siz
 graph, which then multiplies an identity matrix at accuracy level 0 (fp32 compute), so what comes
 out is exactly the dequantized weight the device will hold. Linear layers take the body's bits (4),
 the output embedding (the LM head, tied to the input embedding in small models) the head's (8).
+`tune.grid_block_size` and `tune.grid_head_bits` choose the grid; the recipe's rtn int4 variants must
+ship the same one (checked when the recipe loads).
 """
 from __future__ import annotations
 
@@ -59,12 +61,13 @@ def grid_linears(model) -> dict:
             if isinstance(m, torch.nn.Linear) and name.split(".")[-1] not in HEAD_MODULES}
 
 
-def put_on_grid(model, base_quant: str = "int4", block_size: int = GRID_BLOCK_SIZE) -> dict:
+def put_on_grid(model, base_quant: str = "int4", block_size: int = GRID_BLOCK_SIZE, head_bits: int | None = None) -> dict:
     """Replace the frozen weights of `model` (fp32) by their values on the shipped grid; returns
     what was done, for the tune manifest."""
     import torch
 
-    body_bits, head_bits = GRID_BITS[base_quant]
+    body_bits, default_head = GRID_BITS[base_quant]
+    head_bits = head_bits or default_head
     linears = grid_linears(model)
     on_grid = grid_values({n: m.weight.detach().float().numpy().T for n, m in linears.items()}, body_bits, block_size)
     moved = 0.0

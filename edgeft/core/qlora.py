@@ -202,13 +202,15 @@ def load_trained(task, tune_dir: Path, labels: list[str]):
     model = task.load_model(lineage_input(tuned, "base_model"), labels, **kwargs)
     if grid:
         from edgeft.core.grid import put_on_grid
-        put_on_grid(model, grid, grid_block_size(tuned["config"]))
+        put_on_grid(model, grid, **grid_options(tuned["config"]))
     return PeftModel.from_pretrained(model, tune_dir).eval()
 
 
-def grid_block_size(tune_config: dict) -> int:
+def grid_options(tune_config: dict) -> dict:
+    """The grid's block size and head bits as the tune used them (folders from before the fields: 32, 8)."""
     from edgeft.core.grid import GRID_BLOCK_SIZE
-    return tune_config.get("grid_block_size", GRID_BLOCK_SIZE)  # tune folders from before the field: 32
+    return {"block_size": tune_config.get("grid_block_size", GRID_BLOCK_SIZE),
+            "head_bits": tune_config.get("grid_head_bits", 8)}
 
 
 def trained_grid(tune_config: dict) -> str | None:

@@ -58,6 +58,8 @@ class TuneSection(Section):
                            "int8 head: the grid the int4 variant ships; see edgeft/core/grid.py)")
     grid_block_size: int = Field(32, ge=16, description="base_quant int4: the grid's block size; the recipe's "
                                                         "rtn int4 variants must use the same")
+    grid_head_bits: Literal[4, 8] = Field(8, description="base_quant int4: the LM head's bits on the grid (a tied "
+                                                         "embedding's too); the int4 variants' head_bits must match")
     qlora_mode: Literal["auto", "plain", "dequantized", "4bit"] = Field(
         "auto", description="how the NF4 base is held (see edgeft/core/qlora.py); auto picks from model size and free memory")
     gradient_checkpointing: Union[Literal["auto"], bool, int] = Field(
@@ -269,9 +271,11 @@ class Recipe(Section):
             elif getattr(v, "algorithm", None) == "hqq" and v.source == "genai":
                 problems.append(f"{where}: algorithm 'hqq' needs source 'optimum' (the genai builder offers rtn, k_quant)")
             if (self.tune.method == "qlora" and self.tune.base_quant == "int4" and getattr(v, "method", None) == "int4"
-                    and v.algorithm == "rtn" and v.block_size != self.tune.grid_block_size):
-                problems.append(f"{where}: block_size {v.block_size} is not the grid the adapter trains against "
-                                f"(tune.grid_block_size {self.tune.grid_block_size})")
+                    and v.algorithm == "rtn" and (v.block_size, v.head_bits) != (self.tune.grid_block_size,
+                                                                                 self.tune.grid_head_bits)):
+                problems.append(f"{where}: block_size {v.block_size}, head_bits {v.head_bits} is not the grid the adapter "
+                                f"trains against (tune.grid_block_size {self.tune.grid_block_size}, "
+                                f"grid_head_bits {self.tune.grid_head_bits})")
         shippable = [v.name for v in self.quantize.variants] + backends
         if self.select.threads and self.select.threads not in self.bench.threads:
             problems.append(f"select.threads: {self.select.threads} is not among bench.threads {self.bench.threads}")

@@ -74,7 +74,7 @@ def merge_and_check(task, base: Path, tune_dir: Path, examples, labels: list[str
     import torch
     from peft import PeftModel
 
-    from edgeft.core.qlora import grid_block_size, load_trained, trained_grid
+    from edgeft.core.qlora import grid_options, load_trained, trained_grid
 
     model = PeftModel.from_pretrained(task.load_model(base, labels), tune_dir).eval()
     adapter_logits = examples.collect_logits(model, BATCH)
@@ -88,7 +88,7 @@ def merge_and_check(task, base: Path, tune_dir: Path, examples, labels: list[str
     if grid:
         from edgeft.core.grid import put_on_grid
         rounded = copy.deepcopy(merged)
-        put_on_grid(rounded, grid, grid_block_size(tune_config))
+        put_on_grid(rounded, grid, **grid_options(tune_config))
         checks["vs_trained_int4"] = compare_logits(trained_logits, examples.collect_logits(rounded, BATCH))
         checks["gate"]["against"] = "vs_trained_int4"
     else:  # the NF4 base with the adapter; the merge must not drift far from it

@@ -28,7 +28,7 @@ def build_model(base: Path, recipe: Recipe, task, labels: list[str], device):
     on_cuda = device.type == "cuda"
     checkpointing = on_cuda if cfg.gradient_checkpointing == "auto" else cfg.gradient_checkpointing
     if cfg.method == "qlora" and cfg.base_quant != "nf4":
-        model, info, reason = grid_base(base, task, labels, cfg.base_quant, checkpointing, cfg.grid_block_size)
+        model, info, reason = grid_base(base, task, labels, cfg, checkpointing)
     elif cfg.method == "qlora":
         mode, reason = choose_mode(cfg.qlora_mode, count_parameters(base), device.type)
         model = task.load_model(base, labels, quantization_config=nf4_config(on_cuda),
@@ -53,7 +53,7 @@ def build_model(base: Path, recipe: Recipe, task, labels: list[str], device):
     return get_peft_model(model, lora), info
 
 
-def grid_base(base: Path, task, labels: list[str], base_quant: str, checkpointing, block_size: int):
+def grid_base(base: Path, task, labels: list[str], cfg, checkpointing):
     """The fp32 base with its weights on the shipped int4 grid (core/grid.py), frozen."""
     import torch
 
@@ -61,7 +61,8 @@ def grid_base(base: Path, task, labels: list[str], base_quant: str, checkpointin
     from edgeft.core.qlora import set_checkpointing
 
     model = task.load_model(base, labels, dtype=torch.float32)
-    info = {"mode": f"{base_quant} grid", **put_on_grid(model, base_quant, block_size)}
+    base_quant = cfg.base_quant
+    info = {"mode": f"{base_quant} grid", **put_on_grid(model, base_quant, cfg.grid_block_size, cfg.grid_head_bits)}
     for p in model.parameters():
         p.requires_grad_(False)
     info["checkpointed_layers"] = set_checkpointing(model, checkpointing)
