@@ -54,8 +54,9 @@ class TuneSection(Section):
     method: Literal["lora", "qlora"] = "qlora"
     base_quant: Literal["nf4", "int4"] = Field(
         "nf4", description="qlora: the 4-bit grid the frozen base is held on while the adapter trains: nf4 "
-                           "(bitsandbytes, QLoRA as published) or int4 (onnxruntime's MatMulNBits RTN, block 32, "
-                           "int8 head: the grid the int4 variant ships; see edgeft/core/grid.py)")
+                           "(bitsandbytes, QLoRA as published) or int4 (onnxruntime's MatMulNBits RTN in blocks of "
+                           "grid_block_size, head at grid_head_bits: the grid the int4 variant ships; see "
+                           "edgeft/core/grid.py)")
     grid_block_size: int = Field(32, ge=16, description="base_quant int4: the grid's block size; the recipe's "
                                                         "rtn int4 variants must use the same")
     grid_head_bits: Literal[4, 8] = Field(8, description="base_quant int4: the LM head's bits on the grid (a tied "
