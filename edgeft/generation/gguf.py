@@ -134,7 +134,7 @@ class LlamaCppGenerator(GreedyDecoding):
     of positions kept."""
 
     def __init__(self, folder: Path, threads: int | None = None, context: int = 2048, exact: bool = False):
-        lib = llama_cpp()
+        self.lib = lib = llama_cpp()
         folder = Path(folder)
         self.settings = read_json(folder / GENERATION_FILE, "the chat format and stop tokens")
         self.tokenizer = load_tokenizer(folder)
@@ -163,7 +163,8 @@ class LlamaCppGenerator(GreedyDecoding):
     def _eval(self, ids: list[int], length: int):
         self.llm.n_tokens = length  # eval() drops the cache from here on
         self.llm.eval(ids)
-        logits = np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.vocab,)).copy()
+        last = self.lib.llama_get_logits_ith(self.llm.ctx, -1)  # logits_all=False keeps only these
+        logits = np.ctypeslib.as_array(last, shape=(self.vocab,)).copy()
         return logits, length + len(ids)
 
     def prefill(self, ids: list[int], adapter: str | None = None):
