@@ -100,8 +100,8 @@ def questions(run: Path):
     return tokenizer, test, [f[:n] for f, n in encoded], [f[n:] for f, n in encoded], speed_prompt
 
 
-def quality(models: dict[str, Path], run: Path) -> dict:
-    tokenizer, test, prompts, answers, _ = questions(run)
+def quality(models: dict[str, Path], asked: tuple) -> dict:
+    tokenizer, test, prompts, answers, _ = asked
     out = {}
     for name, folder in models.items():
         start = time.perf_counter()
@@ -124,8 +124,8 @@ def llama_bench_round(binary: Path, gguf: Path, threads: int) -> dict:
     return {("prefill" if r["n_prompt"] else "decode"): r["avg_ts"] for r in rows}
 
 
-def speed(models: dict[str, Path], run: Path, threads: list[int], rounds: int, llama_bench: Path | None) -> dict:
-    *_, prompt = questions(run)
+def speed(models: dict[str, Path], prompt: list[int], threads: list[int], rounds: int,
+          llama_bench: Path | None) -> dict:
     runners = {(name, t): make_runner(name, folder, t) for name, folder in models.items() for t in threads}
     for runner in runners.values():
         runner.speed(prompt, 2)  # warm-up
@@ -206,8 +206,9 @@ def main() -> None:
         timed[COPYING] = models[SHIPPED]
         for other in args.gguf_from:  # quality only: the same files' speed does not depend on the weights' values
             models.update(gguf_models(other, Path(tmp) / other.name, f" ({other.name})"))
-        scores = quality(models, run)
-        speeds = speed(timed, run, args.threads, args.rounds, args.llama_bench)
+        asked = questions(run)  # the same token ids for every model
+        scores = quality(models, asked)
+        speeds = speed(timed, asked[-1], args.threads, args.rounds, args.llama_bench)
         rss = {name: peak_rss(folder, max(args.threads)) for name, folder in timed.items() if name != COPYING}
         sizes = {name: model_bytes(folder) / 2**20 for name, folder in {**models, **timed}.items()}
     rows = {}

@@ -19,7 +19,7 @@ from edgeft.runtime.adapters import Adapters, is_lora_input
 from edgeft.runtime.bundle import expect_task, read_manifest
 from edgeft.runtime.errors import EdgeftError
 from edgeft.runtime.files import GENERATION_FILE, ONNX_FILE, PREFILL_FILE
-from edgeft.runtime.greedy import GreedyDecoding, format_chat  # noqa: F401 (format_chat: public here too)
+from edgeft.runtime.greedy import GreedyDecoding
 from edgeft.runtime.kvcache import SharedKV, declares_shared_buffer
 from edgeft.runtime.onnx import load_tokenizer, read_json, session
 from edgeft.runtime.selfcheck import verify_tokenizer

@@ -15,21 +15,16 @@ from __future__ import annotations
 import numpy as np
 
 from edgeft.runtime.files import GENAI_CONFIG_FILE
+from edgeft.runtime.onnx import read_json
 
 MIN_CAPACITY = 256  # positions; the buffers double when a conversation outgrows them
 
 
 def declares_shared_buffer(folder) -> bool:
     """Whether the model's builder declared its attention able to share past and present."""
-    import json
-
     path = folder / GENAI_CONFIG_FILE
-    if not path.is_file():
-        return False
-    try:
-        return bool(json.loads(path.read_text()).get("search", {}).get("past_present_share_buffer"))
-    except (ValueError, AttributeError):
-        return False
+    return path.is_file() and bool(read_json(path, "the builder's settings").get("search", {})
+                                   .get("past_present_share_buffer"))
 
 
 class SharedKV:
@@ -38,7 +33,8 @@ class SharedKV:
     def __init__(self, past_names: list[str], kv_heads: int, head_dim: int, dtype):
         self.past_names, self.shape, self.dtype = past_names, (1, kv_heads, 0, head_dim), dtype
         self.arrays: dict[str, np.ndarray] = {}
-        self.bindings: dict[int, tuple] = {}  # id(session) -> (session, binding, logits index)
+        self.values: dict = {}  # the arrays as OrtValues (sharing their memory)
+        self.bindings: dict[int, object] = {}  # id(session) -> its IO binding; outputs: presents, then logits
         self._keep: tuple = ()
 
     @property
@@ -56,7 +52,7 @@ class SharedKV:
         for n, a in old.items():
             self.arrays[n][:, :, :used] = a
         self.values = {n: ort.OrtValue.ortvalue_from_numpy(a) for n, a in self.arrays.items()}
-        for session, binding, _ in self.bindings.values():
+        for binding in self.bindings.values():
             self._bind(binding)
 
     def _bind(self, binding) -> None:
@@ -67,20 +63,20 @@ class SharedKV:
     def _binding(self, session):
         if id(session) not in self.bindings:
             binding = session.io_binding()
-            if self.arrays:
-                self._bind(binding)
+            self._bind(binding)
             binding.bind_output("logits")
-            self.bindings[id(session)] = (session, binding, len(self.past_names))
+            self.bindings[id(session)] = binding
         return self.bindings[id(session)]
 
     def run(self, session, ids: list[int], length: int) -> np.ndarray:
         """The last position's logits after `ids`, with `length` positions already in the cache."""
         if length + len(ids) > self.capacity:
             self._grow(length + len(ids))
-        session, binding, logits_at = self._binding(session)
+        binding = self._binding(session)
         # the bound arrays must live until the run ends
         self._keep = (np.asarray([ids], dtype=np.int64), np.ones((1, length + len(ids)), dtype=np.int64))
         binding.bind_cpu_input("input_ids", self._keep[0])
         binding.bind_cpu_input("attention_mask", self._keep[1])
         session.run_with_iobinding(binding)
-        return binding.get_outputs()[logits_at].numpy()[0, -1].copy()  # the binding reuses its output buffer
+        logits = binding.get_outputs()[len(self.past_names)]
+        return logits.numpy()[0, -1].copy()  # the binding reuses its output buffer
