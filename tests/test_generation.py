@@ -226,6 +226,45 @@ def test_kv_cache_in_place_gives_the_copying_path_logits_and_grows(gen_run, monk
     assert list(shared.generate_ids(ids, 8, stop=False, prefilled=prefilled)) == answer
 
 
+def test_head_shortlist_rescores_the_int4_heads_best_tokens_with_the_int8_rows(gen_run, tmp_path):
+    """quantize.variants[].head_shortlist: with fp32 compute (accuracy level 0) the shortlisted tokens'
+    logits are the int8 head's to float precision, every other token keeps its int4 logit, and the
+    greedy tokens are the int8 head's; the graph reads the int8 head only through the gather."""
+    import numpy as np
+    import onnx
+
+    from edgeft.core.recipe import Int4Variant
+    from edgeft.runtime import Generator
+    from edgeft.stages.quantize import quantize_variant
+
+    run_dir, recipe, _ = gen_run
+    plain, listed = (Int4Variant(name=n, source="genai", method="int4", block_size=32, accuracy_level=0, head_bits=8,
+                                 head_shortlist=k) for n, k in (("plain", None), ("listed", 12)))
+    for v in (plain, listed):
+        quantize_variant(recipe, run_dir / "export-genai", v, tmp_path / v.name)
+    assert read_manifest(tmp_path / "listed")["details"]["head_shortlist"]["tokens"] == 12
+    graph = onnx.load(str(tmp_path / "listed/model.onnx"), load_external_data=False).graph
+    assert {next(a.i for a in n.attribute if a.name == "bits") for n in graph.node if n.op_type == "MatMulNBits"} == {4}
+    assert sum(n.op_type == "GatherBlockQuantized" for n in graph.node) == 2  # the embedding's and the shortlist's
+    a, b = Generator(tmp_path / "plain", verify=False), Generator(tmp_path / "listed", verify=False)
+    ids = a.encode_chat([{"role": "user", "content": "How far is the moon ?"}])
+    (la, sa), (lb, sb) = a.prefill(ids), b.prefill(ids)
+    for _ in range(12):
+        # the shortlist (12 tokens, the int8 head's best among them) has the int8 head's logits, the rest int4's
+        exact = np.abs(la - lb) < 1e-6
+        assert exact.sum() >= 12 and exact[np.argsort(la)[-3:]].all() and (~exact).mean() > 0.9
+        assert int(np.argmax(la)) == int(np.argmax(lb))
+        (la, sa), (lb, sb) = a.step(int(np.argmax(la)), sa), b.step(int(np.argmax(lb)), sb)
+
+
+def test_head_shortlist_is_refused_without_an_int8_head():
+    base = generation_recipe("smollm2")
+    base["quantize"] = {"variants": [{"name": "int4", "source": "genai", "method": "int4", "head_bits": 4,
+                                      "head_shortlist": 32}]}
+    with pytest.raises(EdgeftError, match="head_shortlist needs method int4, head_bits 8"):
+        recipe_from_dict(base)
+
+
 def test_generate_and_chat_commands_stream_answers(gen_run):
     from edgeft.cli import cli
 

@@ -146,10 +146,20 @@ class Int4Variant(_Variant):
                           "builder shares it with the head)")
     prefill_accuracy_level: Optional[Literal[0, 1, 2, 3, 4]] = Field(
         None, description="generation: MatMulNBits accuracy level for the prompt (a second graph, same weights)")
+    head_shortlist: Optional[int] = Field(
+        None, ge=2, le=1024, description="generation, int4 with head_bits 8: an int4 copy of the head picks this many "
+                                         "tokens and their int8 rows rescore them (edgeft/generation/shortlist.py)")
 
     @property
     def bits(self) -> int:
         return 8 if self.method == "int8-weights" else 4
+
+    @model_validator(mode="after")
+    def _shortlist_of_an_int8_head(self):
+        if self.head_shortlist is not None and (self.method != "int4" or self.head_bits != 8 or self.lora != "merged"):
+            raise ValueError("head_shortlist needs method int4, head_bits 8 and lora merged (it rescores the int8 "
+                             "head's rows)")
+        return self
 
 
 class GgufVariant(_Variant):
