@@ -55,6 +55,10 @@ class Task:
     def quantize_int4(self, src: Path, dst: Path, variant) -> dict:
         raise NotImplementedError
 
+    def finish_quantize(self, folder: Path, variant) -> dict:
+        """Edits of a variant's graph after its quantizer ran; returns what they did (the manifest's details)."""
+        return {}
+
     def drift_logits(self, fp32_dir: Path, quant_dir: Path, rows: list[dict]):
         """Logits of the fp32 and the quantized model on validation inputs (the same rows)."""
         raise NotImplementedError

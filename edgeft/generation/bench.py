@@ -171,13 +171,17 @@ def bytes_per_token(folder: Path, fmt: str, context: int) -> int:
     for init in model.graph.initializer:
         external = {e.key: e.value for e in init.external_data}
         sizes[init.name] = int(external["length"]) if "length" in external else len(init.raw_data)
-    users: dict[str, set] = {}
+    users: dict[str, list] = {}
     for node in model.graph.node:
         for name in node.input:
-            users.setdefault(name, set()).add(node.op_type)
-    # tensors only gathered from (embedding rows) are not streamed per token
-    weights = sum(size for name, size in sizes.items()
-                  if not users.get(name) or not users[name] <= {"Gather", "GatherBlockQuantized"})
+            users.setdefault(name, []).append(node)
+
+    def gathered(name: str) -> bool:  # rows looked up (an embedding, a head shortlist), maybe through a Reshape
+        return bool(users.get(name)) and all(n.op_type in ("Gather", "GatherBlockQuantized") or
+                                             (n.op_type == "Reshape" and gathered(n.output[0])) for n in users[name])
+
+    # tensors only gathered from are not streamed per token
+    weights = sum(size for name, size in sizes.items() if not gathered(name))
     pasts = [i for i in model.graph.input if i.name.startswith("past_key_values")]
     layers = len(pasts) // 2
     dims = pasts[0].type.tensor_type.shape.dim

@@ -1,7 +1,9 @@
 """Edits of exported decoder graphs: the LM head over the last position only, the tied head
-folded into a constant, int4 weights with an int8 head, and a prefill graph over the same weights."""
+folded into a constant, int4 weights with an int8 head, sibling MatMulNBits packed into one, and
+a prefill graph over the same weights."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from edgeft import EdgeftError
@@ -105,3 +107,66 @@ def write_prefill_graph(folder: Path, accuracy_level: int) -> bool:
     return True
 
 
+
+
+def _packable(node, inits, uses) -> tuple | None:
+    """What MatMulNBits nodes must share to become one: input, attributes, weights of their own, no extras."""
+    weights = [n for n in node.input[1:] if n]
+    if node.op_type != "MatMulNBits" or len(node.input) > 4 or any(n not in inits or uses[n] > 1 for n in weights):
+        return None
+    attrs = tuple(sorted((a.name, a.i) for a in node.attribute if a.name != "N"))
+    return node.input[0], attrs, len([n for n in node.input if n])
+
+
+def pack_sibling_matmuls(path: Path) -> int:
+    """MatMulNBits nodes that read the same input with the same settings (a decoder's gate and up
+    projections; q, k and v where the exporter left them apart) become one MatMulNBits over their
+    stacked weights and a Split: the same numbers, fewer and larger kernels. The genai builder packs
+    q, k and v this way; gate and up it leaves apart, and packing them decoded SmolLM2-135M about 10%
+    faster on 2 Xeon cores (README). Weights stay in `<name>.data`. Returns the nodes packed."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    uses = Counter(name for node in model.graph.node for name in node.input)
+    groups: dict[tuple, list] = {}
+    for node in model.graph.node:
+        key = _packable(node, inits, uses)
+        if key is not None:
+            groups.setdefault(key, []).append(node)
+    packed = 0
+    for nodes in (g for g in groups.values() if len(g) > 1):
+        name = nodes[0].name + "/packed"
+        stacked = [numpy_helper.from_array(np.concatenate([numpy_helper.to_array(inits[n.input[i]]) for n in nodes]),
+                                           f"{name}.input{i}") for i in range(1, len(nodes[0].input))]
+        sizes = [next(a.i for a in n.attribute if a.name == "N") for n in nodes]
+        attrs = {a.name: helper.get_attribute_value(a) for a in nodes[0].attribute} | {"N": sum(sizes)}
+        matmul = helper.make_node("MatMulNBits", [nodes[0].input[0], *(t.name for t in stacked)], [name + "/output"],
+                                  name=name, domain="com.microsoft", **attrs)
+        model.graph.initializer.append(numpy_helper.from_array(np.asarray(sizes, dtype=np.int64), name + ".sizes"))
+        split = helper.make_node("Split", [matmul.output[0], name + ".sizes"], [n.output[0] for n in nodes],
+                                 axis=-1, name=name + "/Split")
+        model.graph.initializer.extend(stacked)
+        at = list(model.graph.node).index(nodes[0])
+        for n in nodes:
+            model.graph.node.remove(n)
+            for weight in n.input[1:]:
+                model.graph.initializer.remove(inits[weight])
+        model.graph.node.insert(at, split)
+        model.graph.node.insert(at, matmul)
+        packed += len(nodes)
+    if packed:
+        save_with_data(model, path)
+    return packed
+
+
+def save_with_data(model, path: Path) -> None:
+    """The model at `path`, its weights in `<name>.data` (rewritten), readable by any user of the device."""
+    import onnx
+
+    data = Path(str(path) + ".data")
+    data.unlink(missing_ok=True)
+    onnx.save(model, str(path), save_as_external_data=True, location=data.name)
+    data.chmod(0o644)  # onnx writes it owner-only

@@ -5,9 +5,12 @@ Why: a decode step of SmolLM2-135M reads the body's int4 weights (56 MB) and the
 int8 (30 MB): the head is a third of the bytes, and decoding is bound by memory reads. The head at
 int4 alone is 15% faster but costs exact match (0.892 against 0.920 on the 500 held-out TREC
 questions), because the argmax flips between close candidates. A shortlist keeps the int8 head's
-choice: the true argmax is among the int4 head's top 32 in practice, and rescoring 32 int8 rows
-(gathered like the embedding, which already reads these same weights) costs almost nothing. A
-step then reads 16 MB of head instead of 30.
+choice as long as it is among the int4 head's best `k`: on the fine-tuned SmolLM2 it was in every
+one of 1,536 decode steps of chats at k = 8, and of 768 steps continuing raw text it was in 99.74%
+at k = 32, 99.87% at 64 and all at 128. Rescoring k int8 rows (gathered like the embedding, which
+reads these same weights anyway) costs almost nothing; a step reads 16 MB of head instead of 30.
+A low-rank shortlist (the head projected on the hidden states' main directions) would read less,
+but kept the argmax in only 60-80% of raw-text steps at rank 128-320, so it is not offered.
 
 The graph still outputs the full-vocabulary `logits`: the shortlist's exact values scattered into
 the int4 head's, so the runtime, greedy decoding and answer scoring are unchanged. Tokens outside
@@ -20,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeft import EdgeftError
-from edgeft.generation.graph import lm_head_node
+from edgeft.generation.graph import lm_head_node, save_with_data
 
 
 def _attr(node, name: str, default=None):
@@ -122,9 +125,6 @@ def add_head_shortlist(path: Path, tokens: int, block_size: int) -> dict:
     model.graph.node.remove(head)
     for offset, node in enumerate(nodes):
         model.graph.node.insert(at + offset, node)
-    data = Path(str(path) + ".data")
-    data.unlink(missing_ok=True)
-    onnx.save(model, str(path), save_as_external_data=True, location=data.name)
-    data.chmod(0o644)  # onnx writes it owner-only; a device user other than the packager must read it
+    save_with_data(model, path)
     return {"tokens": tokens, "int4_block_size": block_size,
             "int4_head_mib": round(sum(numpy_helper.to_array(i).nbytes for i in int4_inits) / 2**20, 1)}

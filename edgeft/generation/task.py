@@ -66,6 +66,21 @@ class GenerationTask(Task):
         from edgeft.generation.graph import quantize_decoder_int4
         return quantize_decoder_int4(src, dst, variant)
 
+    def finish_quantize(self, folder, variant):
+        """Weight-only variants: sibling MatMulNBits packed (gate and up), and the head as a shortlist."""
+        from edgeft.runtime.files import ONNX_FILE
+
+        if getattr(variant, "method", None) not in ("int4", "int8-weights") or not (folder / ONNX_FILE).exists():
+            return {}
+        from edgeft.generation.graph import pack_sibling_matmuls
+
+        details = {"packed_matmuls": pack_sibling_matmuls(folder / ONNX_FILE)}
+        if variant.head_shortlist:
+            from edgeft.generation.shortlist import add_head_shortlist
+            details["head_shortlist"] = add_head_shortlist(folder / ONNX_FILE, variant.head_shortlist,
+                                                           variant.block_size)
+        return details
+
     def drift_logits(self, fp32_dir, quant_dir, rows):
         """The first answer token's logits of 16 validation chats."""
         import numpy as np
