@@ -36,9 +36,10 @@ class Generator(GreedyDecoding):
         if verify:
             verify_tokenizer(folder, self.tokenizer)
         self.stop_ids = set(self.settings["eos_token_ids"])
-        self.session = session(folder / ONNX_FILE, threads)
+        self.session = session(folder / ONNX_FILE, threads, stop_spinning=True)
         prefill = folder / PREFILL_FILE
-        self.prefill_session = session(prefill, threads) if use_prefill_graph and prefill.exists() else self.session
+        self.prefill_session = session(prefill, threads, stop_spinning=True) \
+            if use_prefill_graph and prefill.exists() else self.session
         names = {i.name: i for i in self.session.get_inputs()}
         self.has_position_ids = "position_ids" in names
         self.past_names = sorted((n for n in names if n.startswith("past_key_values")),
