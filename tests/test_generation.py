@@ -299,7 +299,7 @@ def test_head_shortlist_is_refused_without_an_int8_head():
     base = generation_recipe("smollm2")
     base["quantize"] = {"variants": [{"name": "int4", "source": "genai", "method": "int4", "head_bits": 4,
                                       "head_shortlist": 32}]}
-    with pytest.raises(EdgeftError, match="head_shortlist needs method int4, head_bits 8"):
+    with pytest.raises(EdgeftError, match="head_shortlist needs method int4, head_bits 8, symmetric"):
         recipe_from_dict(base)
 
 

@@ -156,9 +156,10 @@ class Int4Variant(_Variant):
 
     @model_validator(mode="after")
     def _shortlist_of_an_int8_head(self):
-        if self.head_shortlist is not None and (self.method != "int4" or self.head_bits != 8 or self.lora != "merged"):
-            raise ValueError("head_shortlist needs method int4, head_bits 8 and lora merged (it rescores the int8 "
-                             "head's rows)")
+        if self.head_shortlist is not None and (self.method != "int4" or self.head_bits != 8 or self.lora != "merged"
+                                                or not self.symmetric):
+            raise ValueError("head_shortlist needs method int4, head_bits 8, symmetric and lora merged (it rescores "
+                             "the int8 head's rows)")
         return self
 
 

@@ -35,16 +35,14 @@ def int8_head_weights(model, head):
     import numpy as np
     from onnx import numpy_helper
 
-    if head.op_type != "MatMulNBits" or _attr(head, "bits") != 8:
-        raise EdgeftError("quantize.variants[].head_shortlist needs the LM head at int8 (head_bits: 8); "
+    if head.op_type != "MatMulNBits" or _attr(head, "bits") != 8 or len([i for i in head.input if i]) != 3:
+        raise EdgeftError("quantize.variants[].head_shortlist needs the LM head at symmetric int8 (head_bits: 8); "
                           f"this graph's head is {head.op_type} at {_attr(head, 'bits', 32)} bits")
     inits = {i.name: i for i in model.graph.initializer}
     q = numpy_helper.to_array(inits[head.input[1]])  # (N, blocks, block bytes)
     vocab, blocks = q.shape[0], q.shape[1]
     scales = numpy_helper.to_array(inits[head.input[2]]).reshape(vocab, blocks)
-    zero = 128.0  # MatMulNBits' default for 8 bits
-    if len(head.input) > 3 and head.input[3]:
-        zero = numpy_helper.to_array(inits[head.input[3]]).reshape(vocab, blocks, 1).astype(np.float32)
+    zero = 128.0  # MatMulNBits' zero point for 8 bits without a zero_points input
     weights = ((q.astype(np.float32) - zero) * scales[:, :, None]).reshape(vocab, -1)[:, :_attr(head, "K")]
     return weights, scales
 
@@ -86,10 +84,7 @@ def gathered_rows(model, head, scales, indices: str, output: str) -> list:
     if list(next(i for i in model.graph.initializer if i.name == scale_name).dims) != list(scales.shape):
         scale_name = "lm_head.shortlist.scales"  # MatMulNBits may keep them flat; the gather wants (vocab, blocks)
         model.graph.initializer.append(numpy_helper.from_array(scales, scale_name))
-    inputs = [rows, indices, scale_name]
-    if len(head.input) > 3 and head.input[3]:
-        inputs.append(head.input[3])
-    nodes.append(helper.make_node("GatherBlockQuantized", inputs, [output], domain="com.microsoft", bits=8,
+    nodes.append(helper.make_node("GatherBlockQuantized", [rows, indices, scale_name], [output], domain="com.microsoft", bits=8,
                                   block_size=_attr(head, "block_size"), gather_axis=0, quantize_axis=1,
                                   name="/lm_head/shortlist/GatherRows"))
     return nodes
