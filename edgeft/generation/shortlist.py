@@ -84,8 +84,8 @@ def gathered_rows(model, head, scales, indices: str, output: str) -> list:
     if list(next(i for i in model.graph.initializer if i.name == scale_name).dims) != list(scales.shape):
         scale_name = "lm_head.shortlist.scales"  # MatMulNBits may keep them flat; the gather wants (vocab, blocks)
         model.graph.initializer.append(numpy_helper.from_array(scales, scale_name))
-    nodes.append(helper.make_node("GatherBlockQuantized", [rows, indices, scale_name], [output], domain="com.microsoft", bits=8,
-                                  block_size=_attr(head, "block_size"), gather_axis=0, quantize_axis=1,
+    nodes.append(helper.make_node("GatherBlockQuantized", [rows, indices, scale_name], [output], domain="com.microsoft",
+                                  bits=8, block_size=_attr(head, "block_size"), gather_axis=0, quantize_axis=1,
                                   name="/lm_head/shortlist/GatherRows"))
     return nodes
 
