@@ -273,7 +273,7 @@ def test_sibling_matmuls_are_packed_into_one_with_the_same_logits(gen_run, tmp_p
     import onnx
 
     from edgeft.core.tasks import get_task
-    from edgeft.generation.graph import pack_sibling_matmuls
+    from edgeft.generation.graph import pack_sibling_matmuls, save_with_data
     from edgeft.runtime import Generator
     from edgeft.stages.quantize import build_variant
 
@@ -283,7 +283,9 @@ def test_sibling_matmuls_are_packed_into_one_with_the_same_logits(gen_run, tmp_p
     (tmp_path / "apart").mkdir()
     build_variant(get_task("generation"), variant, export, read_manifest(export), tmp_path / "apart", 64)
     shutil.copytree(tmp_path / "apart", tmp_path / "packed")
-    assert pack_sibling_matmuls(tmp_path / "packed/model.onnx") == 2 * 5  # 2 layers: q, k, v; gate, up
+    model = onnx.load(str(tmp_path / "packed/model.onnx"))
+    assert pack_sibling_matmuls(model) == 2 * 5  # 2 layers: q, k, v; gate, up
+    save_with_data(model, tmp_path / "packed/model.onnx")
     ops = [n.op_type for n in onnx.load(str(tmp_path / "packed/model.onnx"), load_external_data=False).graph.node]
     assert ops.count("Split") == 4 and ops.count("MatMulNBits") == 2 * 4 + 1  # + the head
     a, b = Generator(tmp_path / "apart", verify=False), Generator(tmp_path / "packed", verify=False)

@@ -21,10 +21,8 @@ they are, if anything, closer to the fine-tuned model than the int8 head's int8-
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from edgeft import EdgeftError
-from edgeft.generation.graph import lm_head_node, save_with_data
+from edgeft.generation.graph import lm_head_node
 
 
 def _attr(node, name: str, default=None):
@@ -91,13 +89,11 @@ def gathered_rows(model, head, scales, indices: str, output: str) -> list:
     return nodes
 
 
-def add_head_shortlist(path: Path, tokens: int, block_size: int) -> dict:
-    """Rewrite the decoder at `path` (weights in `<name>.data`) so its head is a `tokens`-long shortlist."""
+def add_head_shortlist(model, tokens: int, block_size: int) -> dict:
+    """Make the decoder's head a `tokens`-long shortlist (edits `model` in place); returns what it built."""
     import numpy as np
-    import onnx
     from onnx import helper, numpy_helper
 
-    model = onnx.load(str(path))
     head = lm_head_node(model)
     weights, scales = int8_head_weights(model, head)
     if not 1 < tokens < weights.shape[0]:
@@ -121,6 +117,5 @@ def add_head_shortlist(path: Path, tokens: int, block_size: int) -> dict:
     model.graph.node.remove(head)
     for offset, node in enumerate(nodes):
         model.graph.node.insert(at + offset, node)
-    save_with_data(model, path)
     return {"tokens": tokens, "int4_block_size": block_size,
             "int4_head_mib": round(sum(numpy_helper.to_array(i).nbytes for i in int4_inits) / 2**20, 1)}

@@ -68,17 +68,20 @@ class GenerationTask(Task):
 
     def finish_quantize(self, folder, variant):
         """Weight-only variants: sibling MatMulNBits packed (gate and up), and the head as a shortlist."""
+        import onnx
+
+        from edgeft.generation.graph import pack_sibling_matmuls, save_with_data
+        from edgeft.generation.shortlist import add_head_shortlist
         from edgeft.runtime.files import ONNX_FILE
 
-        if getattr(variant, "method", None) not in ("int4", "int8-weights") or not (folder / ONNX_FILE).exists():
+        path = folder / ONNX_FILE
+        if getattr(variant, "method", None) not in ("int4", "int8-weights") or not path.exists():
             return {}
-        from edgeft.generation.graph import pack_sibling_matmuls
-
-        details = {"packed_matmuls": pack_sibling_matmuls(folder / ONNX_FILE)}
+        model = onnx.load(str(path))
+        details = {"packed_matmuls": pack_sibling_matmuls(model)}
         if variant.head_shortlist:
-            from edgeft.generation.shortlist import add_head_shortlist
-            details["head_shortlist"] = add_head_shortlist(folder / ONNX_FILE, variant.head_shortlist,
-                                                           variant.block_size)
+            details["head_shortlist"] = add_head_shortlist(model, variant.head_shortlist, variant.block_size)
+        save_with_data(model, path)
         return details
 
     def drift_logits(self, fp32_dir, quant_dir, rows):
