@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from edgeft import EdgeftError
+from edgeft.generation.graph import int_attribute
 from edgeft.runtime.files import ONNX_FILE
 
 
@@ -62,7 +63,7 @@ def repair_shared_embedding(path: Path) -> bool:
         return False
     head = next(n for n in model.graph.node if n.op_type == "MatMulNBits" and n.output[0] in
                 {i for m in model.graph.node if m.name.startswith("/lm_head") for i in m.output} | {"logits"})
-    weight, bits = known[head.input[1]], next(a.i for a in head.attribute if a.name == "bits")
+    weight, bits = known[head.input[1]], int_attribute(head, "bits")
     rows, blocks, blob = weight.dims
     shape = helper.make_tensor("edgeft/shared_embedding_shape", TensorProto.INT64, [2], [rows, blocks * blob * 8 // bits])
     for v in [v for v in model.graph.value_info if v.name == reshape.output[0]]:  # its 4-bit shape

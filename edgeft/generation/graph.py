@@ -10,6 +10,11 @@ from edgeft import EdgeftError
 from edgeft.runtime.files import ONNX_FILE, PREFILL_FILE
 
 
+def int_attribute(node, name: str, default=None):
+    """An integer attribute of an ONNX node (MatMulNBits' bits, K, N, block_size...)."""
+    return next((a.i for a in node.attribute if a.name == name), default)
+
+
 def lm_head_node(model):
     producers = {o: n for n in model.graph.node for o in n.output}
     node = producers.get("logits")
@@ -139,7 +144,7 @@ def pack_sibling_matmuls(model) -> int:
         name = nodes[0].name + "/packed"
         stacked = [numpy_helper.from_array(np.concatenate([numpy_helper.to_array(inits[n.input[i]]) for n in nodes]),
                                            f"{name}.input{i}") for i in range(1, len(nodes[0].input))]
-        sizes = [next(a.i for a in n.attribute if a.name == "N") for n in nodes]
+        sizes = [int_attribute(n, "N") for n in nodes]
         attrs = {a.name: helper.get_attribute_value(a) for a in nodes[0].attribute} | {"N": sum(sizes)}
         matmul = helper.make_node("MatMulNBits", [nodes[0].input[0], *(t.name for t in stacked)], [name + "/output"],
                                   name=name, domain="com.microsoft", **attrs)

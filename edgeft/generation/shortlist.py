@@ -22,11 +22,7 @@ they are, if anything, closer to the fine-tuned model than the int8 head's int8-
 from __future__ import annotations
 
 from edgeft import EdgeftError
-from edgeft.generation.graph import lm_head_node
-
-
-def _attr(node, name: str, default=None):
-    return next((a.i for a in node.attribute if a.name == name), default)
+from edgeft.generation.graph import int_attribute, lm_head_node
 
 
 def int8_head_weights(model, head):
@@ -34,15 +30,15 @@ def int8_head_weights(model, head):
     import numpy as np
     from onnx import numpy_helper
 
-    if head.op_type != "MatMulNBits" or _attr(head, "bits") != 8 or len([i for i in head.input if i]) != 3:
+    if head.op_type != "MatMulNBits" or int_attribute(head, "bits") != 8 or len([i for i in head.input if i]) != 3:
         raise EdgeftError("quantize.variants[].head_shortlist needs the LM head at symmetric int8 (head_bits: 8); "
-                          f"this graph's head is {head.op_type} at {_attr(head, 'bits', 32)} bits")
+                          f"this graph's head is {head.op_type} at {int_attribute(head, 'bits', 32)} bits")
     inits = {i.name: i for i in model.graph.initializer}
     q = numpy_helper.to_array(inits[head.input[1]])  # (N, blocks, block bytes)
     vocab, blocks = q.shape[0], q.shape[1]
     scales = numpy_helper.to_array(inits[head.input[2]]).reshape(vocab, blocks)
     zero = 128.0  # MatMulNBits' zero point for 8 bits without a zero_points input
-    weights = ((q.astype(np.float32) - zero) * scales[:, :, None]).reshape(vocab, -1)[:, :_attr(head, "K")]
+    weights = ((q.astype(np.float32) - zero) * scales[:, :, None]).reshape(vocab, -1)[:, :int_attribute(head, "K")]
     return weights, scales
 
 
@@ -84,7 +80,7 @@ def gathered_rows(model, head, scales, indices: str, output: str) -> list:
         scale_name = "lm_head.shortlist.scales"  # MatMulNBits may keep them flat; the gather wants (vocab, blocks)
         model.graph.initializer.append(numpy_helper.from_array(scales, scale_name))
     nodes.append(helper.make_node("GatherBlockQuantized", [rows, indices, scale_name], [output], domain="com.microsoft",
-                                  bits=8, block_size=_attr(head, "block_size"), gather_axis=0, quantize_axis=1,
+                                  bits=8, block_size=int_attribute(head, "block_size"), gather_axis=0, quantize_axis=1,
                                   name="/lm_head/shortlist/GatherRows"))
     return nodes
 
@@ -100,7 +96,7 @@ def add_head_shortlist(model, tokens: int, block_size: int) -> dict:
         raise EdgeftError(f"quantize.variants[].head_shortlist: {tokens} tokens, but the vocabulary has "
                           f"{weights.shape[0]}")
     hidden, name = head.input[0], "/lm_head/shortlist/"
-    int4, int4_inits = int4_head_node(weights, hidden, name + "logits4", block_size, _attr(head, "accuracy_level", 0))
+    int4, int4_inits = int4_head_node(weights, hidden, name + "logits4", block_size, int_attribute(head, "accuracy_level", 0))
     model.graph.initializer.extend(int4_inits)
     model.graph.initializer.extend([numpy_helper.from_array(np.asarray([tokens], dtype=np.int64), name + "k"),
                                     numpy_helper.from_array(np.asarray([-1], dtype=np.int64), name + "last")])
