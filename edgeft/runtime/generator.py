@@ -4,10 +4,11 @@ Works for both export backends' graphs (optimum-onnx: position_ids input; onnxru
 builder: GroupQueryAttention, no position_ids; its KV cache stays in place, see kvcache.py). The
 greedy loop, scoring and chat formatting are greedy.py's. Chats are formatted from `generation.json` (written
 at export time from the model's chat template), so no template engine is needed on the device.
-A quantized model may carry `model.prefill.onnx` (`quantize.variants[].prefill_accuracy_level`):
-the same weights with another MatMulNBits accuracy level, used for the prompt only. Whether that
-helps depends on the CPU's kernels: on the AVX2 machine of the README it did not (fp32 compute
-prefilled at 274 tok/s against int8 compute's 348), so no default recipe uses it.
+A quantized model may carry `model.prefill.onnx`, the same weights in a graph used for the prompt only.
+Either with another MatMulNBits accuracy level (`quantize.variants[].prefill_accuracy_level`): whether
+that helps depends on the CPU's kernels, and on the AVX2 machine of the README it did not (fp32
+compute prefilled at 274 tok/s against int8 compute's 348), so no default recipe uses it. Or beside
+an int8 KV cache (`kv_cache: int8`): fp32 attention that returns the prompt's cache quantized.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from edgeft.runtime.greedy import GreedyDecoding
 from edgeft.runtime.kvcache import SharedKV, declares_shared_buffer
 from edgeft.runtime.onnx import load_tokenizer, read_json, session
 from edgeft.runtime.selfcheck import verify_tokenizer
+
+CACHE_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int8)": np.int8}
 
 
 class Generator(GreedyDecoding):
@@ -48,7 +51,8 @@ class Generator(GreedyDecoding):
         first = names[self.past_names[0]].shape
         self.kv_heads = first[1]
         self.head_dim = first[3] if isinstance(first[3], int) else self.settings["head_dim"]
-        self.dtype = np.float16 if "float16" in names[self.past_names[0]].type else np.float32
+        # the cache as the graph keeps it: fp32, fp16, or int8 (quantize.variants[].kv_cache)
+        self.dtype = CACHE_TYPES[names[self.past_names[0]].type]
         # LoRA inputs have rank-0 defaults, so onnxruntime lists them as overridable initializers
         lora = [i.name for i in self.session.get_overridable_initializers() if is_lora_input(i.name)]
         self.adapters = Adapters(folder) if lora else None
@@ -56,6 +60,11 @@ class Generator(GreedyDecoding):
         # run_with_iobinding, so an unmerged base keeps the copying path)
         self.kv = SharedKV(self.past_names, self.kv_heads, self.head_dim, self.dtype) \
             if shared_kv and not lora and declares_shared_buffer(folder) else None
+        # a prefill graph keeping another cache type (an int8 cache's fp32 prompt attention, kvquant.py)
+        # returns the prompt's cache, which then goes into the shared one
+        prefill_past = next(i for i in self.prefill_session.get_inputs() if i.name == self.past_names[0])
+        self.prefill_dtype = CACHE_TYPES[prefill_past.type]
+        self.prefill_returns_cache = self.kv is not None and self.prefill_dtype != self.dtype
 
     def add_adapter(self, bundle: Path) -> str:
         """Load an adapter-only bundle made for this base; returns its name (see runtime/adapters.py)."""
@@ -68,6 +77,10 @@ class Generator(GreedyDecoding):
     def _run(self, sess, ids: list[int], past: dict | None, length: int, adapter: str | None):
         if self.kv is not None:
             return self.kv.run(sess, ids, length), (None, length + len(ids), adapter)
+        return self._run_feed(sess, ids, past, length, adapter)
+
+    def _run_feed(self, sess, ids: list[int], past: dict, length: int, adapter: str | None):
+        """The past as inputs, the present as new outputs."""
         feed = {"input_ids": np.asarray([ids], dtype=np.int64),
                 "attention_mask": np.ones((1, length + len(ids)), dtype=np.int64), **past}
         if self.has_position_ids:
@@ -80,10 +93,13 @@ class Generator(GreedyDecoding):
     def prefill(self, ids: list[int], adapter: str | None = None):
         """Logits for the token after `ids`, and the KV-cache state (which carries the adapter:
         None is the model's own, "none" the bare base of an unmerged model)."""
-        empty = None if self.kv else {n: np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=self.dtype)
-                                      for n in self.past_names}
+        empty = {n: np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=self.prefill_dtype) for n in self.past_names}
         adapter = self.adapters.resolve(adapter) if self.adapters else None
-        return self._run(self.prefill_session, list(ids), empty, 0, adapter)
+        if self.prefill_returns_cache:
+            logits, (present, length, _) = self._run_feed(self.prefill_session, list(ids), empty, 0, adapter)
+            self.kv.fill(present)
+            return logits, (None, length, adapter)
+        return self._run(self.prefill_session, list(ids), None if self.kv else empty, 0, adapter)
 
     def step(self, token: int, state):
         past, length, adapter = state

@@ -82,6 +82,14 @@ class SharedKV:
         binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(array))
         self.logits[id(session)] = array
 
+    def fill(self, presents: dict[str, np.ndarray]) -> None:
+        """A prompt's cache computed elsewhere (a prefill graph that returns it): positions 0..n."""
+        length = next(iter(presents.values())).shape[2]
+        if length > self.capacity:
+            self._grow(length)
+        for name, array in presents.items():
+            self.arrays[name][:, :, :length] = array
+
     def run(self, session, ids: list[int], length: int) -> np.ndarray:
         """The last position's logits after `ids`, with `length` positions already in the cache."""
         if length + len(ids) > self.capacity:
