@@ -264,6 +264,55 @@ def test_head_shortlist_rescores_the_int4_heads_best_tokens_with_the_int8_rows(g
         (la, sa), (lb, sb) = a.step(int(np.argmax(la)), sa), b.step(int(np.argmax(lb)), sb)
 
 
+def test_int8_kv_cache_is_calibrated_and_keeps_the_answers(gen_run, tmp_path):
+    """quantize.variants[].kv_cache: int8: the graph's cache inputs and outputs are int8 with a scale per
+    channel from the training chats, the bench counts a quarter of the fp32 cache's bytes; the prompt
+    runs the fp32 attention of model.prefill.onnx, whose cache arrives in the runtime's int8 buffers as
+    the fp32 one divided by the scales and rounded; decoding's logits stay close to the fp32 cache's."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from edgeft.core.recipe import Int4Variant
+    from edgeft.generation.bench import bytes_per_token
+    from edgeft.runtime import Generator
+    from edgeft.stages.quantize import quantize_variant
+
+    run_dir, recipe, _ = gen_run
+    plain, kv8 = (Int4Variant(name=n, source="genai", method="int4", block_size=32, accuracy_level=4, head_bits=8,
+                              kv_cache=kv) for n, kv in (("plain", None), ("kv8", "int8")))
+    for v in (plain, kv8):
+        quantize_variant(recipe, run_dir / "export-genai", v, tmp_path / v.name)
+    assert read_manifest(tmp_path / "kv8")["details"]["kv_cache"]["layers"] == 2
+    graph = onnx.load(str(tmp_path / "kv8/model.onnx"), load_external_data=False).graph
+    caches = [v for v in list(graph.input) + list(graph.output) if v.name.startswith(("past", "present"))]
+    assert len(caches) == 8 and {v.type.tensor_type.elem_type for v in caches} == {onnx.TensorProto.INT8}
+    scales = {i.name: numpy_helper.to_array(i) for i in graph.initializer if i.name.endswith(".scale")}
+    assert len(scales) == 4 and all(s.shape == (1, 2, 1, 16) and (s > 0).all() for s in scales.values())
+    # the cache at context 64: 2 layers x (k, v) x 2 heads x 16 dims, 4 bytes a value against 1; the scales read
+    assert bytes_per_token(tmp_path / "plain", "onnx", 64) - bytes_per_token(tmp_path / "kv8", "onnx", 64) == \
+        2 * 2 * 2 * 16 * 3 * 64 - sum(s.nbytes for s in scales.values())
+    a, b = Generator(tmp_path / "plain", verify=False), Generator(tmp_path / "kv8", verify=False)
+    assert b.kv.dtype == np.int8 and b.prefill_returns_cache
+    ids = a.encode_chat([{"role": "user", "content": "How far is the moon ?"}])
+    (la, sa), (lb, sb) = a.prefill(ids), b.prefill(ids)
+    assert np.abs(la - lb).max() < 1e-4  # the prompt's attention is fp32 in both
+    for name in b.past_names:
+        expected = np.clip(np.rint(a.kv.arrays[name][:, :, :len(ids)] / scales[f"{name}.scale"]), -128, 127)
+        assert (b.kv.arrays[name][:, :, :len(ids)] == expected).mean() > 0.999
+    for _ in range(8):
+        assert np.abs(la - lb).max() < 0.01 * (la.max() - la.min())  # 0.3% here
+        token = int(np.argmax(la))
+        (la, sa), (lb, sb) = a.step(token, sa), b.step(token, sb)
+
+
+def test_int8_kv_cache_is_refused_outside_the_genai_attention():
+    base = generation_recipe("smollm2")
+    base["quantize"] = {"variants": [{"name": "int4", "source": "optimum", "method": "int4", "kv_cache": "int8"}]}
+    with pytest.raises(EdgeftError, match="kv_cache: int8 needs source genai and lora merged"):
+        recipe_from_dict(base)
+
+
 def test_sibling_matmuls_are_packed_into_one_with_the_same_logits(gen_run, tmp_path):
     """pack_sibling_matmuls on the optimum int4 graph: q, k, v and gate, up become one MatMulNBits
     each (two per layer), the outputs unchanged through the prompt and 8 decode steps."""

@@ -149,6 +149,10 @@ class Int4Variant(_Variant):
     head_shortlist: Optional[int] = Field(
         None, ge=2, le=1024, description="generation, int4 with head_bits 8: an int4 copy of the head picks this many "
                                          "tokens and their int8 rows rescore them (edgeft/generation/shortlist.py)")
+    kv_cache: Optional[Literal["int8"]] = Field(
+        None, description="generation, source genai: past keys and values at int8, per-channel scales calibrated on "
+                          "training chats (edgeft/generation/kvquant.py): faster decoding; the prompt runs a second graph "
+                          "with fp32 attention (more memory)")
 
     @property
     def bits(self) -> int:
@@ -160,6 +164,16 @@ class Int4Variant(_Variant):
                                                 or not self.symmetric):
             raise ValueError("head_shortlist needs method int4, head_bits 8, symmetric and lora merged (it rescores "
                              "the int8 head's rows)")
+        return self
+
+    @model_validator(mode="after")
+    def _kv_cache_of_a_shared_cache(self):
+        if self.kv_cache and (self.source != "genai" or self.lora != "merged"):
+            raise ValueError("kv_cache: int8 needs source genai and lora merged (onnxruntime's GroupQueryAttention "
+                             "with a shared cache)")
+        if self.kv_cache and self.prefill_accuracy_level is not None:
+            raise ValueError("kv_cache: int8 brings its own prompt graph (fp32 attention); leave "
+                             "prefill_accuracy_level unset")
         return self
 
 

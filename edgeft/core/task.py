@@ -55,8 +55,9 @@ class Task:
     def quantize_int4(self, src: Path, dst: Path, variant) -> dict:
         raise NotImplementedError
 
-    def finish_quantize(self, folder: Path, variant) -> dict:
-        """Edits of a variant's graph after its quantizer ran; returns what they did (the manifest's details)."""
+    def finish_quantize(self, folder: Path, variant, data_dir: Path) -> dict:
+        """Edits of a variant's graph after its quantizer ran (data_dir: the run's splits, for calibration);
+        returns what they did (the manifest's details)."""
         return {}
 
     def drift_logits(self, fp32_dir: Path, quant_dir: Path, rows: list[dict]):

@@ -154,7 +154,7 @@ def hf_kv_shape(config: dict) -> tuple[int, int, int]:
 
 def bytes_per_token(folder: Path, fmt: str, context: int) -> int:
     """Bytes a decode step must read: every weight (an embedding table only when the LM head reads
-    it too; a lookup touches one row) plus the KV cache at `context` tokens (fp32; llama.cpp's f16)."""
+    it too; a lookup touches one row) plus the KV cache at `context` tokens (fp32 or int8; llama.cpp's f16)."""
     folder = Path(folder)
     if fmt in ("pytorch", "gguf"):
         config = json.loads((folder / HF_CONFIG_FILE).read_text())
@@ -187,4 +187,5 @@ def bytes_per_token(folder: Path, fmt: str, context: int) -> int:
     dims = pasts[0].type.tensor_type.shape.dim
     kv_heads = dims[1].dim_value
     head_dim = dims[3].dim_value or json.loads((folder / GENERATION_FILE).read_text())["head_dim"]
-    return int(weights + 2 * layers * kv_heads * head_dim * 4 * context)
+    itemsize = {onnx.TensorProto.INT8: 1, onnx.TensorProto.FLOAT16: 2}.get(pasts[0].type.tensor_type.elem_type, 4)
+    return int(weights + 2 * layers * kv_heads * head_dim * itemsize * context)

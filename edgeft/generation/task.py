@@ -66,22 +66,30 @@ class GenerationTask(Task):
         from edgeft.generation.graph import quantize_decoder_int4
         return quantize_decoder_int4(src, dst, variant)
 
-    def finish_quantize(self, folder, variant):
-        """Weight-only variants: sibling MatMulNBits packed (gate and up), and the head as a shortlist."""
+    def finish_quantize(self, folder, variant, data_dir):
+        """Weight-only variants: sibling MatMulNBits packed (gate and up), the head as a shortlist, and
+        the KV cache at int8 (calibrated first, on the graph as the builder wrote it)."""
         import onnx
 
+        from edgeft.core.splits import load_split
         from edgeft.generation.graph import pack_sibling_matmuls, save_with_data
+        from edgeft.generation.kvquant import channel_maxima, quantize_kv_cache, write_cache_prefill_graph
         from edgeft.generation.shortlist import add_head_shortlist
         from edgeft.runtime.files import ONNX_FILE
 
         path = folder / ONNX_FILE
         if getattr(variant, "method", None) not in ("int4", "int8-weights") or not path.exists():
             return {}
+        maxima = channel_maxima(folder, load_split(data_dir, "train")) if variant.kv_cache else None
         model = onnx.load(str(path))
         details = {"packed_matmuls": pack_sibling_matmuls(model)}
         if variant.head_shortlist:
             details["head_shortlist"] = add_head_shortlist(model, variant.head_shortlist, variant.block_size)
+        if maxima:
+            details["kv_cache"] = quantize_kv_cache(model, maxima)
         save_with_data(model, path)
+        if maxima:
+            details["kv_cache"]["prefill_graph"] = write_cache_prefill_graph(folder)
         return details
 
     def drift_logits(self, fp32_dir, quant_dir, rows):

@@ -149,7 +149,7 @@ def quantize_variant(recipe: Recipe, export_dir: Path, variant, out: Path, *, fo
         return up_to_date(out)
     with stage_output(out) as tmp:
         details = build_variant(task, variant, Path(export_dir), exported, tmp, recipe.data.max_length, recipe.name)
-        details.update(task.finish_quantize(tmp, variant))
+        details.update(task.finish_quantize(tmp, variant, find_in_lineage(exported, "data")))
         if getattr(variant, "prefill_accuracy_level", None) is not None:
             from edgeft.generation.graph import write_prefill_graph
             details["prefill_graph"] = write_prefill_graph(tmp, variant.prefill_accuracy_level)
