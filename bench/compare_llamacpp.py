@@ -15,8 +15,9 @@ grid, and llama.cpp deserves the fine-tune that suits it best.
   shipped int4 paired with Q4_K_M, the quality bar.
 - Speed: a 128-token prompt, then 64 greedy tokens, at each thread count; edgeft.runtime and
   llama.cpp through llama-cpp-python run by the very same Python loop (runtime/greedy.py), and,
-  with --llama-bench, llama.cpp's own llama-bench (pp128 and tg64 at depth 128: the same work
-  without Python), everything interleaved round by round; medians with min-max.
+  with --llama-bench, llama.cpp's own llama-bench (pp128 into an empty cache and tg64 at depth 128:
+  the same work without Python), everything interleaved round by round; medians with min-max.
+  `--prompt-tokens 1024` times a long conversation instead.
 - Peak RSS: each model loaded and run once in a fresh process.
 
 Writes bench/results/compare_llamacpp.json with the machine, versions, llama.cpp build flags and
@@ -25,6 +26,7 @@ the command.
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -115,13 +117,16 @@ def quality(models: dict[str, Path], asked: tuple) -> dict:
 
 
 def llama_bench_round(binary: Path, gguf: Path, threads: int) -> dict:
-    """One llama-bench repetition: pp128 and tg64 at depth 128 (tokens/s)."""
-    cmd = [str(binary), "-m", str(gguf), "-p", str(PROMPT_TOKENS), "-n", str(NEW_TOKENS), "-d", str(PROMPT_TOKENS),
-           "-t", str(threads), "-r", "1", "-o", "json"]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=True,
-                          env={"LD_LIBRARY_PATH": str(binary.parent)})
-    rows = json.loads(done.stdout)
-    return {("prefill" if r["n_prompt"] else "decode"): r["avg_ts"] for r in rows}
+    """One llama-bench repetition (tokens/s): the prompt into an empty cache (pp, depth 0), then 64 tokens
+    after it (tg64 at depth PROMPT_TOKENS), as edgeft's prefill and decode are timed."""
+    out = {}
+    for what, work in (("prefill", ["-p", str(PROMPT_TOKENS), "-n", "0"]),
+                       ("decode", ["-p", "0", "-n", str(NEW_TOKENS), "-d", str(PROMPT_TOKENS)])):
+        cmd = [str(binary), "-m", str(gguf), *work, "-t", str(threads), "-r", "1", "-o", "json"]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                              env={"LD_LIBRARY_PATH": str(binary.parent)})
+        out[what] = json.loads(done.stdout)[0]["avg_ts"]
+    return out
 
 
 def speed(models: dict[str, Path], prompt: list[int], threads: list[int], rounds: int,
@@ -181,6 +186,7 @@ def verdict(rows: dict, threads: list[int]) -> dict:
 
 
 def main() -> None:
+    global LIMIT, PROMPT_TOKENS
     import argparse
     import tempfile
 
@@ -193,11 +199,12 @@ def main() -> None:
     parser.add_argument("--llama-bench", type=Path, default=None, help="llama.cpp's llama-bench binary, if built")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--prompt-tokens", type=int, default=PROMPT_TOKENS,
+                        help="the timed prompt's length, and llama-bench's depth (long conversations: 1024)")
     parser.add_argument("--questions", type=int, default=None, help="only the first N held-out questions (smoke run)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/compare_llamacpp.json")
     args = parser.parse_args()
-    global LIMIT
-    LIMIT = args.questions
+    LIMIT, PROMPT_TOKENS = args.questions, args.prompt_tokens
     run = args.run
     with tempfile.TemporaryDirectory(prefix="edgeft-vs-llamacpp-") as tmp:
         extra = {f"edgeft {n}": Path(d) for n, d in (e.split("=", 1) for e in args.edgeft)}
@@ -227,7 +234,7 @@ def main() -> None:
               "max_answer_tokens": MAX_ANSWER, "models": rows, "verdict": verdict(rows, args.threads),
               "llama_cpp": {"llama_cpp_python": LLAMA_CPP_PYTHON, "cmake_args": cmake_args(cpu_flags()),
                             "llama_bench": str(args.llama_bench) if args.llama_bench else None},
-              "machine": machine_info(), "versions": library_versions(), "command": " ".join(sys.argv)}
+              "machine": machine_info(), "versions": library_versions(), "command": shlex.join(sys.argv)}
     path = args.out
     path.write_text(json.dumps(result, indent=1) + "\n")
     print_table(result)
