@@ -33,7 +33,7 @@ CALIBRATION_TOKENS = 8
 MARGIN = 1.25
 
 
-def channel_maxima(folder: Path, rows: list[dict]) -> dict[str, "object"]:
+def channel_maxima(folder: Path, rows: list[dict]) -> dict:
     """The largest |value| per (kv head, head dim) of every past key/value input, shape (1, heads, 1, dim),
     over the chats of `rows` as the model in `folder` decodes them."""
     import numpy as np
@@ -87,8 +87,9 @@ def quantize_kv_cache(model, maxima: dict) -> dict:
 
 def write_cache_prefill_graph(folder: Path) -> bool:
     """`model.prefill.onnx` for the prompt: the same weights (the same external data file) with the fp32
-    attention, whose new keys and values are quantized by the graph (QuantizeLinear with the decode
-    graph's scales) and returned as int8 outputs; the runtime puts them into the cache (kvcache.py)."""
+    attention, whose new keys and values the graph quantizes (times the inverse of the decode graph's
+    scales, then QuantizeLinear: rounded to nearest even, saturated) and returns as int8 outputs; the
+    runtime puts them into the cache (kvcache.py)."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -97,7 +98,6 @@ def write_cache_prefill_graph(folder: Path) -> bool:
 
     model = onnx.load(str(Path(folder) / ONNX_FILE), load_external_data=False)
     inits = {i.name: i for i in model.graph.initializer}
-    quantized = {o.name for o in model.graph.output if o.type.tensor_type.elem_type == TensorProto.INT8}
     added = []
     for node in [n for n in model.graph.node if n.op_type == "GroupQueryAttention"]:
         scales = list(node.input[12:14])
@@ -111,7 +111,7 @@ def write_cache_prefill_graph(folder: Path) -> bool:
             node.output[list(node.output).index(out)] = f"{out}.fp32"
             added += [helper.make_node("Mul", [f"{out}.fp32", f"{scale}.inverse"], [f"{out}.scaled"]),
                       helper.make_node("QuantizeLinear", [f"{out}.scaled", "kv_cache.unit_scale", "kv_cache.zero"], [out])]
-    if not added or not quantized:
+    if not added:  # no quantized cache
         return False
     model.graph.initializer.extend([numpy_helper.from_array(np.array(1.0, np.float32), "kv_cache.unit_scale"),
                                     numpy_helper.from_array(np.array(0, np.int8), "kv_cache.zero")])
