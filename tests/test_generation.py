@@ -289,6 +289,10 @@ def test_int8_kv_cache_is_calibrated_and_keeps_the_answers(gen_run, tmp_path):
     assert len(caches) == 8 and {v.type.tensor_type.elem_type for v in caches} == {onnx.TensorProto.INT8}
     scales = {i.name: numpy_helper.to_array(i) for i in graph.initializer if i.name.endswith(".scale")}
     assert len(scales) == 4 and all(s.shape == (1, 2, 1, 16) and (s > 0).all() for s in scales.values())
+    # keys by rotary pair (i, i + 8): one scale for both channels of a pair, values per channel
+    keys = [s for n, s in scales.items() if ".key." in n]
+    assert len(keys) == 2 and all(np.array_equal(s[..., :8], s[..., 8:]) for s in keys)
+    assert not all(np.array_equal(s[..., :8], s[..., 8:]) for n, s in scales.items() if ".value." in n)
     # the cache at context 64: 2 layers x (k, v) x 2 heads x 16 dims, 4 bytes a value against 1; the scales read
     assert bytes_per_token(tmp_path / "plain", "onnx", 64) - bytes_per_token(tmp_path / "kv8", "onnx", 64) == \
         2 * 2 * 2 * 16 * 3 * 64 - sum(s.nbytes for s in scales.values())
