@@ -112,8 +112,6 @@ def write_prefill_graph(folder: Path, accuracy_level: int) -> bool:
     return True
 
 
-
-
 def _packable(node, inits, uses) -> tuple | None:
     """What MatMulNBits nodes must share to become one: input, attributes, weights of their own, no extras."""
     weights = [n for n in node.input[1:] if n]

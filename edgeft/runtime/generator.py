@@ -21,11 +21,9 @@ from edgeft.runtime.bundle import expect_task, read_manifest
 from edgeft.runtime.errors import EdgeftError
 from edgeft.runtime.files import GENERATION_FILE, ONNX_FILE, PREFILL_FILE
 from edgeft.runtime.greedy import GreedyDecoding
-from edgeft.runtime.kvcache import SharedKV, declares_shared_buffer
+from edgeft.runtime.kvcache import TENSOR_TYPES, SharedKV, declares_shared_buffer
 from edgeft.runtime.onnx import load_tokenizer, read_json, session
 from edgeft.runtime.selfcheck import verify_tokenizer
-
-CACHE_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int8)": np.int8}
 
 
 class Generator(GreedyDecoding):
@@ -52,7 +50,7 @@ class Generator(GreedyDecoding):
         self.kv_heads = first[1]
         self.head_dim = first[3] if isinstance(first[3], int) else self.settings["head_dim"]
         # the cache as the graph keeps it: fp32, fp16, or int8 (quantize.variants[].kv_cache)
-        self.dtype = CACHE_TYPES[names[self.past_names[0]].type]
+        self.dtype = TENSOR_TYPES[names[self.past_names[0]].type]
         # LoRA inputs have rank-0 defaults, so onnxruntime lists them as overridable initializers
         lora = [i.name for i in self.session.get_overridable_initializers() if is_lora_input(i.name)]
         self.adapters = Adapters(folder) if lora else None
@@ -63,7 +61,7 @@ class Generator(GreedyDecoding):
         # a prefill graph keeping another cache type (an int8 cache's fp32 prompt attention, kvquant.py)
         # returns the prompt's cache, which then goes into the shared one
         prefill_past = next(i for i in self.prefill_session.get_inputs() if i.name == self.past_names[0])
-        self.prefill_dtype = CACHE_TYPES[prefill_past.type]
+        self.prefill_dtype = TENSOR_TYPES[prefill_past.type]
         self.prefill_returns_cache = self.kv is not None and self.prefill_dtype != self.dtype
 
     def add_adapter(self, bundle: Path) -> str:
@@ -93,13 +91,15 @@ class Generator(GreedyDecoding):
     def prefill(self, ids: list[int], adapter: str | None = None):
         """Logits for the token after `ids`, and the KV-cache state (which carries the adapter:
         None is the model's own, "none" the bare base of an unmerged model)."""
-        empty = {n: np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=self.prefill_dtype) for n in self.past_names}
         adapter = self.adapters.resolve(adapter) if self.adapters else None
+        if self.kv is not None and not self.prefill_returns_cache:
+            return self._run(self.prefill_session, list(ids), None, 0, adapter)
+        empty = {n: np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=self.prefill_dtype) for n in self.past_names}
+        logits, (present, length, _) = self._run_feed(self.prefill_session, list(ids), empty, 0, adapter)
         if self.prefill_returns_cache:
-            logits, (present, length, _) = self._run_feed(self.prefill_session, list(ids), empty, 0, adapter)
             self.kv.fill(present)
             return logits, (None, length, adapter)
-        return self._run(self.prefill_session, list(ids), None if self.kv else empty, 0, adapter)
+        return logits, (present, length, adapter)
 
     def step(self, token: int, state):
         past, length, adapter = state

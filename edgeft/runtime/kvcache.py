@@ -18,6 +18,8 @@ from edgeft.runtime.files import GENAI_CONFIG_FILE
 from edgeft.runtime.onnx import read_json
 
 MIN_CAPACITY = 256  # positions; the buffers double when a conversation outgrows them
+# numpy's type for an onnxruntime tensor type: a cache's (fp32, fp16, int8 with kv_cache: int8) or the logits'
+TENSOR_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int8)": np.int8}
 
 
 def declares_shared_buffer(folder) -> bool:
@@ -78,7 +80,7 @@ class SharedKV:
         if len(out.shape) != 3 or out.shape[1] != 1 or not isinstance(out.shape[2], int):
             binding.bind_output("logits")  # logits over every position: onnxruntime allocates them
             return
-        array = np.zeros((1, 1, out.shape[2]), dtype=np.float16 if "float16" in out.type else np.float32)
+        array = np.zeros((1, 1, out.shape[2]), dtype=TENSOR_TYPES[out.type])
         binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(array))
         self.logits[id(session)] = array
 
