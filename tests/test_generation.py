@@ -264,6 +264,40 @@ def test_head_shortlist_rescores_the_int4_heads_best_tokens_with_the_int8_rows(g
         (la, sa), (lb, sb) = a.step(int(np.argmax(la)), sa), b.step(int(np.argmax(lb)), sb)
 
 
+def test_shortlist_selection_in_blocks_finds_the_same_tokens_as_one_topk():
+    """The shortlist's two-stage selection (best blocks of 64, then the best of their logits) returns
+    exactly the k best tokens, clustered in a few blocks or spread out; a vocabulary that does not
+    split into blocks of 64 gets one TopK."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from edgeft.generation.shortlist import top_k_nodes
+
+    def run(scores: np.ndarray, k: int) -> tuple[np.ndarray, list[str]]:
+        nodes, inits = top_k_nodes("s", k, scores.shape[-1], "sel/", "ids")
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("s", TensorProto.FLOAT, ["b", 1, scores.shape[-1]])],
+                                  [helper.make_tensor_value_info("ids", TensorProto.INT64, None)], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return sess.run(None, {"s": scores})[0], [n.op_type for n in nodes]
+
+    rng = np.random.default_rng(0)
+    spread = rng.standard_normal((2, 1, 49152)).astype(np.float32)
+    clustered = spread.copy()
+    clustered[0, 0, 640:704] += 10  # the best 64 all in one block, the next in the block beside it
+    clustered[0, 0, 704:720] += 9
+    for scores, k in ((spread, 64), (clustered, 64), (clustered, 80), (spread, 8)):
+        ids, ops = run(scores, k)
+        assert ops.count("TopK") == 2 and ids.shape == (2, 1, k)
+        for row, found in zip(scores[:, 0], ids[:, 0]):
+            assert sorted(found) == sorted(np.argsort(row)[-k:])
+            assert (np.diff(row[found]) <= 0).all()  # best first, as TopK orders them
+    odd = rng.standard_normal((1, 1, 1000)).astype(np.float32)
+    ids, ops = run(odd, 16)
+    assert ops == ["TopK"] and sorted(ids[0, 0]) == sorted(np.argsort(odd[0, 0])[-16:])
+
+
 def test_int8_kv_cache_is_calibrated_and_keeps_the_answers(gen_run, tmp_path):
     """quantize.variants[].kv_cache: int8: the graph's cache inputs and outputs are int8 with a scale per
     channel from the training chats, the bench counts a quarter of the fp32 cache's bytes; the prompt

@@ -18,6 +18,12 @@ the int4 head's, so the runtime, greedy decoding and answer scoring are unchange
 the shortlist keep their int4 logits (a log-softmax over them differs from the int8 head's in the
 int4 rounding of the tail only). The rescored rows are computed in fp32 from the int8 weights, so
 they are, if anything, closer to the fine-tuned model than the int8 head's int8-activation kernel.
+
+The best `k` of 49,152 are found in two stages: the `k` blocks of 64 logits with the largest maxima,
+then the best `k` of those blocks' logits. Every one of the best `k` lies in such a block (up to
+ties), so the tokens are the same as one TopK's. onnxruntime 1.32's TopK over the whole vocabulary
+took 119 us at 2 threads on the Intel Xeon (3% of a decode step); the two stages 33 us (blocks of
+128: 46, of 256: 97).
 """
 from __future__ import annotations
 
@@ -85,6 +91,40 @@ def gathered_rows(model, head, scales, indices: str, output: str) -> list:
     return nodes
 
 
+SELECTION_BLOCK = 64  # logits per block in the two-stage selection
+
+
+def top_k_nodes(scores: str, k: int, vocab: int, name: str, output: str) -> tuple[list, list]:
+    """Nodes writing the indices of the best `k` of `scores` (..., vocab) into `output`, and their
+    initializers: two stages where the vocabulary splits into at least `k` blocks, else one TopK."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    def const(suffix: str, value) -> object:
+        return numpy_helper.from_array(np.asarray(value, dtype=np.int64), name + suffix)
+
+    inits = [const("k", [k])]
+    blocks = vocab // SELECTION_BLOCK
+    if vocab % SELECTION_BLOCK or blocks < k:
+        return [helper.make_node("TopK", [scores, name + "k"], [name + "top", output], axis=-1, name=name + "TopK")], inits
+    inits += [const("blocks_shape", [0, 0, blocks, SELECTION_BLOCK]), const("block", SELECTION_BLOCK),
+              const("in_block", np.arange(SELECTION_BLOCK)), const("last", [-1]), const("flat_shape", [0, 0, -1])]
+    node = helper.make_node
+    return [node("Reshape", [scores, name + "blocks_shape"], [name + "blocks"], name=name + "Blocks"),
+            node("ReduceMax", [name + "blocks", name + "last"], [name + "block_max"], keepdims=0, name=name + "BlockMax"),
+            node("TopK", [name + "block_max", name + "k"], [name + "_", name + "best_blocks"], axis=-1,
+                 name=name + "TopBlocks"),
+            node("Unsqueeze", [name + "best_blocks", name + "last"], [name + "best_blocks4d"], name=name + "Unsqueeze"),
+            node("Mul", [name + "best_blocks4d", name + "block"], [name + "starts"], name=name + "Starts"),
+            node("Add", [name + "starts", name + "in_block"], [name + "candidates4d"], name=name + "Candidates"),
+            node("Reshape", [name + "candidates4d", name + "flat_shape"], [name + "candidates"], name=name + "Flat"),
+            node("GatherElements", [scores, name + "candidates"], [name + "candidate_scores"], axis=-1,
+                 name=name + "CandidateScores"),
+            node("TopK", [name + "candidate_scores", name + "k"], [name + "top", name + "best"], axis=-1,
+                 name=name + "TopK"),
+            node("GatherElements", [name + "candidates", name + "best"], [output], axis=-1, name=name + "Ids")], inits
+
+
 def add_head_shortlist(model, tokens: int, block_size: int) -> dict:
     """Make the decoder's head a `tokens`-long shortlist (edits `model` in place); returns what it built."""
     import numpy as np
@@ -98,11 +138,9 @@ def add_head_shortlist(model, tokens: int, block_size: int) -> dict:
     hidden, name = head.input[0], "/lm_head/shortlist/"
     int4, int4_inits = int4_head_node(weights, hidden, name + "logits4", block_size, int_attribute(head, "accuracy_level", 0))
     model.graph.initializer.extend(int4_inits)
-    model.graph.initializer.extend([numpy_helper.from_array(np.asarray([tokens], dtype=np.int64), name + "k"),
-                                    numpy_helper.from_array(np.asarray([-1], dtype=np.int64), name + "last")])
-    nodes = [int4,
-             helper.make_node("TopK", [name + "logits4", name + "k"], [name + "top", name + "ids"], axis=-1,
-                              name=name + "TopK"),
+    select, select_inits = top_k_nodes(name + "logits4", tokens, weights.shape[0], name + "select/", name + "ids")
+    model.graph.initializer.extend([*select_inits, numpy_helper.from_array(np.asarray([-1], dtype=np.int64), name + "last")])
+    nodes = [int4, *select,
              *gathered_rows(model, head, scales, name + "ids", name + "rows"),  # (..., k, hidden)
              helper.make_node("Unsqueeze", [hidden, name + "last"], [name + "column"], name=name + "Unsqueeze"),
              helper.make_node("MatMul", [name + "rows", name + "column"], [name + "exact4d"], name=name + "MatMul"),
