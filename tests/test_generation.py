@@ -264,6 +264,19 @@ def test_head_shortlist_rescores_the_int4_heads_best_tokens_with_the_int8_rows(g
         (la, sa), (lb, sb) = a.step(int(np.argmax(la)), sa), b.step(int(np.argmax(lb)), sb)
 
 
+def test_block_size_that_splits_a_shared_head_row_is_refused_before_building(gen_run, tmp_path):
+    """A tied int8 head read as the embedding needs whole blocks per row: block 128 on hidden 64 is
+    refused by name, with the sizes that fit, and nothing is written."""
+    from edgeft.core.recipe import Int4Variant
+    from edgeft.stages.quantize import quantize_variant
+
+    run_dir, recipe, _ = gen_run
+    variant = Int4Variant(name="wide", source="genai", method="int4", block_size=128, head_bits=8)
+    with pytest.raises(EdgeftError, match="'wide': block_size 128 does not divide the model's hidden size 64.*use 16, 32, 64"):
+        quantize_variant(recipe, run_dir / "export-genai", variant, tmp_path / "wide")
+    assert not (tmp_path / "wide").exists()
+
+
 def test_shortlist_selection_in_blocks_finds_the_same_tokens_as_one_topk():
     """The shortlist's two-stage selection (best blocks of 64, then the best of their logits) returns
     exactly the k best tokens, clustered in a few blocks or spread out; a vocabulary that does not

@@ -37,6 +37,8 @@ def build_genai(merge_dir: Path, out: Path, precision: str = "fp32", variant=Non
     """Run the builder into `out` (an existing, empty stage folder); `extra`: more builder options."""
     if precision not in ("fp32", "int4", "int8"):
         raise EdgeftError(f"genai builder precision '{precision}' is not supported here (fp32, int4, int8)")
+    if precision == "int4" and variant is not None and variant.head_bits == 8:
+        refuse_partial_shared_blocks(Path(merge_dir), variant)
     with tempfile.TemporaryDirectory() as cache:
         cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(merge_dir), "-o", str(out),
                "-p", precision, "-e", "cpu", "-c", cache, "--extra_options", *builder_options(precision, variant), *extra]
@@ -46,6 +48,22 @@ def build_genai(merge_dir: Path, out: Path, precision: str = "fp32", variant=Non
         raise EdgeftError(f"onnxruntime-genai's builder failed on {merge_dir}:\n{tail}")
     if precision == "int8":
         repair_shared_embedding(Path(out) / ONNX_FILE)
+
+
+def refuse_partial_shared_blocks(merge_dir: Path, variant) -> None:
+    """With tied embeddings, the builder reads the embedding from the int8 head by reshaping its blocks
+    to (vocab, hidden): when the block size does not divide the hidden size, the last block is padded
+    and that reshape fails on the first token (onnxruntime-genai 0.15.2). Refused here instead."""
+    import json
+
+    config = json.loads((merge_dir / "config.json").read_text()) if (merge_dir / "config.json").is_file() else {}
+    hidden = config.get("hidden_size")
+    if config.get("tie_word_embeddings") and hidden and hidden % variant.block_size:
+        fits = ", ".join(str(b) for b in (16, 32, 64, 128, 256) if hidden % b == 0)
+        raise EdgeftError(f"quantize.variants[] '{variant.name}': block_size {variant.block_size} does not divide "
+                          f"the model's hidden size {hidden}, which its int8 head shares with the embedding "
+                          f"(onnxruntime-genai's builder then writes an embedding that cannot be read); "
+                          f"use {fits or 'head_bits: 4'}")
 
 
 def repair_shared_embedding(path: Path) -> bool:
