@@ -211,7 +211,9 @@ def test_kv_cache_in_place_gives_the_copying_path_logits_and_grows(gen_run, monk
     run_dir, _, _ = gen_run
     monkeypatch.setattr(kvcache, "MIN_CAPACITY", 16)  # grow within the test's 40 tokens
     folder = run_dir / "quantize/int4"  # an int4 graph and its prompt graph (prefill_accuracy_level)
-    shared, copying = Generator(folder, verify=False), Generator(folder, verify=False, shared_kv=False)
+    # the prompt graph is taken on AVX-512 CPUs; on others the decode graph runs prompts too
+    assert Generator(folder, verify=False, cpu={"avx2"}).prompt_graph == "model.onnx"
+    shared, copying = (Generator(folder, verify=False, cpu={"avx512f"}, shared_kv=kv) for kv in (True, False))
     assert shared.kv is not None and copying.kv is None and shared.prefill_session is not shared.session
     ids = shared.encode_chat([{"role": "user", "content": "Who wrote Hamlet ?"}])
     (a, state_a), (b, state_b) = shared.prefill(ids), copying.prefill(ids)
@@ -315,7 +317,8 @@ def test_int8_kv_cache_is_calibrated_and_keeps_the_answers(gen_run, tmp_path):
     """quantize.variants[].kv_cache: int8: the graph's cache inputs and outputs are int8 with a scale per
     channel from the training chats, the bench counts a quarter of the fp32 cache's bytes; the prompt
     runs the fp32 attention of model.prefill.onnx, whose cache arrives in the runtime's int8 buffers as
-    the fp32 one divided by the scales and rounded; decoding's logits stay close to the fp32 cache's."""
+    the fp32 one divided by the scales and rounded; decoding's logits stay close to the fp32 cache's.
+    With prefill_accuracy_level, CPUs with AVX-512 run that prompt graph's fp32-compute copy instead."""
     import numpy as np
     import onnx
     from onnx import numpy_helper
@@ -327,7 +330,8 @@ def test_int8_kv_cache_is_calibrated_and_keeps_the_answers(gen_run, tmp_path):
 
     run_dir, recipe, _ = gen_run
     plain, kv8 = (Int4Variant(name=n, source="genai", method="int4", block_size=32, accuracy_level=4, head_bits=8,
-                              kv_cache=kv) for n, kv in (("plain", None), ("kv8", "int8")))
+                              kv_cache=kv, prefill_accuracy_level=level)
+                 for n, kv, level in (("plain", None, None), ("kv8", "int8", 1)))
     for v in (plain, kv8):
         quantize_variant(recipe, run_dir / "export-genai", v, tmp_path / v.name)
     assert read_manifest(tmp_path / "kv8")["details"]["kv_cache"]["layers"] == 2
@@ -343,11 +347,19 @@ def test_int8_kv_cache_is_calibrated_and_keeps_the_answers(gen_run, tmp_path):
     # the cache at context 64: 2 layers x (k, v) x 2 heads x 16 dims, 4 bytes a value against 1; the scales read
     assert bytes_per_token(tmp_path / "plain", "onnx", 64) - bytes_per_token(tmp_path / "kv8", "onnx", 64) == \
         2 * 2 * 2 * 16 * 3 * 64 - sum(s.nbytes for s in scales.values())
-    a, b = Generator(tmp_path / "plain", verify=False), Generator(tmp_path / "kv8", verify=False)
-    assert b.kv.dtype == np.int8 and b.prefill_returns_cache
+    a, b = Generator(tmp_path / "plain", verify=False), Generator(tmp_path / "kv8", verify=False, cpu={"avx2"})
+    assert b.kv.dtype == np.int8 and b.prefill_returns_cache and b.prompt_graph == "model.prefill.onnx"
     ids = a.encode_chat([{"role": "user", "content": "How far is the moon ?"}])
     (la, sa), (lb, sb) = a.prefill(ids), b.prefill(ids)
     assert np.abs(la - lb).max() < 1e-4  # the prompt's attention is fp32 in both
+    fast = Generator(tmp_path / "kv8", verify=False, cpu={"avx2", "avx512f"})
+    levels = {attr.i for n in onnx.load(str(tmp_path / "kv8/model.prefill.avx512.onnx"), load_external_data=False).graph.node
+              if n.op_type == "MatMulNBits" for attr in n.attribute if attr.name == "accuracy_level"}
+    assert fast.prompt_graph == "model.prefill.avx512.onnx" and fast.prefill_returns_cache and levels == {1}
+    lf, _ = fast.prefill(ids)  # fp32 activations instead of int8 ones: close, not equal
+    assert 0 < np.abs(lf - la).max() < 0.01 * (la.max() - la.min())
+    assert all((np.abs(fast.kv.arrays[n][:, :, :len(ids)].astype(int) - b.kv.arrays[n][:, :, :len(ids)]) <= 1).mean()
+               > 0.99 for n in b.past_names)
     for name in b.past_names:
         expected = np.clip(np.rint(a.kv.arrays[name][:, :, :len(ids)] / scales[f"{name}.scale"]), -128, 127)
         assert (b.kv.arrays[name][:, :, :len(ids)] == expected).mean() > 0.999

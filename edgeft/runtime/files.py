@@ -11,6 +11,8 @@ MANIFEST = "manifest.json"
 ONNX_FILE = "model.onnx"
 ONNX_DATA_FILES = ("model.onnx.data", "model.onnx_data")  # genai builder / optimum external weights
 PREFILL_FILE = "model.prefill.onnx"  # generation: the prompt graph over the same weights
+# generation: the prompt graph at quantize.variants[].prefill_accuracy_level, for CPUs with AVX-512
+PREFILL_AVX512_FILE = "model.prefill.avx512.onnx"
 GGUF_FILE = "model.gguf"  # generation: the model for llama.cpp (export backend gguf)
 TOKENIZER_FILE = "tokenizer.json"
 LABELS_FILE = "labels.json"  # label map (classification), label words (generation)
@@ -19,7 +21,7 @@ GENERATION_FILE = "generation.json"  # generation: chat format, stop tokens, sys
 GENAI_CONFIG_FILE = "genai_config.json"
 HF_CONFIG_FILE = "config.json"
 SAFETENSORS_SUFFIX = ".safetensors"
-MODEL_FILES = (ONNX_FILE, *ONNX_DATA_FILES, PREFILL_FILE, GGUF_FILE)
+MODEL_FILES = (ONNX_FILE, *ONNX_DATA_FILES, PREFILL_FILE, PREFILL_AVX512_FILE, GGUF_FILE)
 MODEL_FILE_SUFFIXES = (".onnx", ".onnx_data", ".data", ".onnx_adapter", SAFETENSORS_SUFFIX, ".bin", ".gguf")
 # what a bundle carries for the runtime
 RUNTIME_FILES = (*MODEL_FILES, TOKENIZER_FILE, LABELS_FILE, PREPROCESS_FILE, GENERATION_FILE, GENAI_CONFIG_FILE)

@@ -4,11 +4,12 @@ Works for both export backends' graphs (optimum-onnx: position_ids input; onnxru
 builder: GroupQueryAttention, no position_ids; its KV cache stays in place, see kvcache.py). The
 greedy loop, scoring and chat formatting are greedy.py's. Chats are formatted from `generation.json` (written
 at export time from the model's chat template), so no template engine is needed on the device.
-A quantized model may carry `model.prefill.onnx`, the same weights in a graph used for the prompt only.
-Either with another MatMulNBits accuracy level (`quantize.variants[].prefill_accuracy_level`): whether
-that helps depends on the CPU's kernels, and on the AVX2 machine of the README it did not (fp32
-compute prefilled at 274 tok/s against int8 compute's 348), so no default recipe uses it. Or beside
-an int8 KV cache (`kv_cache: int8`): fp32 attention that returns the prompt's cache quantized.
+A quantized model may carry prompt graphs: the same weights in a graph used for the prompt only.
+`model.prefill.onnx` sits beside an int8 KV cache (`kv_cache: int8`): fp32 attention that returns the
+prompt's cache quantized. `model.prefill.avx512.onnx` has another MatMulNBits accuracy level
+(`quantize.variants[].prefill_accuracy_level`); whether that helps depends on the CPU's kernels, so it
+is taken on CPUs with AVX-512 only: fp32 compute prefilled 21% faster than int8 compute on the
+AVX-512 Xeon of the README, and 21% slower on the AVX2 EPYC (274 tok/s against 348).
 """
 from __future__ import annotations
 
@@ -19,16 +20,26 @@ import numpy as np
 from edgeft.runtime.adapters import Adapters, is_lora_input
 from edgeft.runtime.bundle import expect_task, read_manifest
 from edgeft.runtime.errors import EdgeftError
-from edgeft.runtime.files import GENERATION_FILE, ONNX_FILE, PREFILL_FILE
+from edgeft.runtime.files import GENERATION_FILE, ONNX_FILE, PREFILL_AVX512_FILE, PREFILL_FILE
 from edgeft.runtime.greedy import GreedyDecoding
 from edgeft.runtime.kvcache import TENSOR_TYPES, SharedKV, declares_shared_buffer
+from edgeft.runtime.machine import cpu_flags
 from edgeft.runtime.onnx import load_tokenizer, read_json, session
 from edgeft.runtime.selfcheck import verify_tokenizer
 
 
+def prompt_graph(folder: Path, flags: set[str]) -> Path | None:
+    """The graph for prompts on a CPU with these flags; None: the decode graph's."""
+    for name, needs in ((PREFILL_AVX512_FILE, "avx512f"), (PREFILL_FILE, None)):
+        if (folder / name).exists() and (needs is None or needs in flags):
+            return folder / name
+    return None
+
+
 class Generator(GreedyDecoding):
     def __init__(self, folder: Path, threads: int | None = None, verify: bool = True, use_prefill_graph: bool = True,
-                 shared_kv: bool = True):
+                 shared_kv: bool = True, cpu: set[str] | None = None):
+        """`cpu`: the CPU flags that choose the prompt graph (default: this machine's)."""
         folder = Path(folder)
         if verify:  # callers that already checked the folder (the bench) pass verify=False
             expect_task(read_manifest(folder, what="model"), "generation", "a text generator")
@@ -38,9 +49,9 @@ class Generator(GreedyDecoding):
             verify_tokenizer(folder, self.tokenizer)
         self.stop_ids = set(self.settings["eos_token_ids"])
         self.session = session(folder / ONNX_FILE, threads, stop_spinning=True)
-        prefill = folder / PREFILL_FILE
-        self.prefill_session = session(prefill, threads, stop_spinning=True) \
-            if use_prefill_graph and prefill.exists() else self.session
+        prefill = prompt_graph(folder, cpu_flags() if cpu is None else cpu) if use_prefill_graph else None
+        self.prompt_graph = (prefill or folder / ONNX_FILE).name  # what the prompt ran, for the bench's record
+        self.prefill_session = session(prefill, threads, stop_spinning=True) if prefill else self.session
         names = {i.name: i for i in self.session.get_inputs()}
         self.has_position_ids = "position_ids" in names
         self.past_names = sorted((n for n in names if n.startswith("past_key_values")),

@@ -35,6 +35,7 @@ from edgeft.runtime.files import (
     MANIFEST,
     MODEL_FILES,
     ONNX_FILE,
+    PREFILL_AVX512_FILE,
     PREFILL_FILE,
 )
 from edgeft.runtime.onnx import ort_errors, session
@@ -107,7 +108,7 @@ def build_variant(task, variant, export_dir: Path, exported: dict, tmp: Path, ma
 
 def check_loads(folder: Path) -> None:
     """A quantizer can write a graph onnxruntime refuses: find out here, not on the device."""
-    for name in (ONNX_FILE, PREFILL_FILE):
+    for name in (ONNX_FILE, PREFILL_FILE, PREFILL_AVX512_FILE):
         if (folder / name).exists():
             session(folder / name, threads=1)
 
