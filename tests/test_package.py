@@ -123,7 +123,8 @@ def test_generation_bundle_streams_through_the_runtime(gen_run, tmp_path):
     bundle = tmp_path / "gen"
     package(recipe, run_dir / "quantize/int4", bundle, bench_dir=run_dir / "bench")
     manifest = read_manifest(bundle, stage="package")
-    assert {"model.onnx", "model.onnx.data", "model.prefill.onnx", "generation.json", "tokenizer.json"} <= set(manifest["files"])
+    assert {"model.onnx", "model.onnx.data", "model.prefill.avx512.onnx", "generation.json",
+            "tokenizer.json"} <= set(manifest["files"])
     assert manifest["metrics"]["latency"][0]["decode_tokens_per_s"]["median"] > 0
     code = ("import sys, json; from edgeft.runtime import load; g = load(sys.argv[1]); "
             "print(json.dumps(''.join(g.stream('Who wrote Hamlet ?', max_new_tokens=6)))); "
