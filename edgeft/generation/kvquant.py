@@ -15,7 +15,8 @@ prompt 10% slower, 1024 tokens 38%), so the prompt runs a second graph over the 
 `model.prefill.onnx`, with the fp32 attention; it returns the prompt's cache quantized with the same
 scales, and the runtime puts it into the int8 buffers (kvcache.py). The price is memory: the second
 session holds its own copy of the prepacked weights (peak RSS 341 MiB against 220 at 128 tokens of
-context, 453 against 354 at 1024). So it is an option for long conversations, not a default.
+context, 453 against 354 at 1024). So it is opt-in: the assistant-trec-vs-llamacpp recipe, which races
+llama.cpp, ships it; the other recipes leave it off.
 
 Scales are static (the graph's inputs, as the operator wants them): the largest |value| of each
 channel over `CALIBRATION_CHATS` training chats (prompt and `CALIBRATION_TOKENS` greedy tokens), times

@@ -28,12 +28,18 @@ from edgeft.runtime.onnx import load_tokenizer, read_json, session
 from edgeft.runtime.selfcheck import verify_tokenizer
 
 
-def prompt_graph(folder: Path, flags: set[str]) -> Path | None:
-    """The graph for prompts on a CPU with these flags; None: the decode graph's."""
+def prompt_graph(folder: Path, flags: set[str] | None = None) -> Path | None:
+    """The graph for prompts on a CPU with these flags (default: this machine's); None: the decode graph's."""
+    flags = cpu_flags() if flags is None else flags
     for name, needs in ((PREFILL_AVX512_FILE, "avx512f"), (PREFILL_FILE, None)):
         if (folder / name).exists() and (needs is None or needs in flags):
             return folder / name
     return None
+
+
+def prompt_graph_name(folder: Path) -> str:
+    """The file this machine's prompts run in `folder`: what the benches record."""
+    return (prompt_graph(Path(folder)) or Path(folder) / ONNX_FILE).name
 
 
 class Generator(GreedyDecoding):
@@ -49,7 +55,7 @@ class Generator(GreedyDecoding):
             verify_tokenizer(folder, self.tokenizer)
         self.stop_ids = set(self.settings["eos_token_ids"])
         self.session = session(folder / ONNX_FILE, threads, stop_spinning=True)
-        prefill = prompt_graph(folder, cpu_flags() if cpu is None else cpu) if use_prefill_graph else None
+        prefill = prompt_graph(folder, cpu) if use_prefill_graph else None
         self.prompt_graph = (prefill or folder / ONNX_FILE).name  # what the prompt ran, for the bench's record
         self.prefill_session = session(prefill, threads, stop_spinning=True) if prefill else self.session
         names = {i.name: i for i in self.session.get_inputs()}
