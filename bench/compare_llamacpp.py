@@ -45,7 +45,7 @@ from edgeft.generation.llamacpp_build import cmake_args, cpu_flags  # noqa: E402
 from edgeft.generation.models import load_tokenizer  # noqa: E402
 from edgeft.generation.runners import OrtGenerator  # noqa: E402
 from edgeft.runtime.files import GENERATION_FILE, GGUF_FILE, HF_CONFIG_FILE, ONNX_FILE, TOKENIZER_FILE  # noqa: E402
-from edgeft.runtime.generator import prompt_graph_name  # noqa: E402
+from edgeft.runtime.generator import choose_prompt_graph  # noqa: E402
 from edgeft.runtime.stats import decode_entry, spread  # noqa: E402
 
 PROMPT_TOKENS, NEW_TOKENS, MAX_ANSWER, MAX_LENGTH = 128, 64, 6, 96
@@ -226,7 +226,7 @@ def main() -> None:
         rows[name] = {"size_mib": sizes[base], "speed": speeds.get(name, {}), "peak_rss_mib": rss.get(name, 0) / 2**20}
         folder = {**models, **timed}.get(base)
         if folder is not None and (folder / ONNX_FILE).exists():  # the graph this CPU's prompts ran
-            rows[name]["prompt_graph"] = prompt_graph_name(folder)
+            rows[name]["prompt_graph_file"] = choose_prompt_graph(folder).name
         if s and name == base:
             rows[name].update(exact_match=s["exact_match"], eval_seconds=s["eval_seconds"],
                               vs_fp32=paired_drop(scores[REFERENCE]["correct"], s["correct"]).to_dict())

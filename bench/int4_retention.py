@@ -116,10 +116,10 @@ def merged_into_nf4(run: Path, out: Path, precision: str = "int4") -> Path:
     from peft import PeftModel
 
     from edgeft.core.artifacts import lineage_input, read_manifest
-    from edgeft.core.qlora import dequantize_4bit_linears, nf4_config
     from edgeft.core.recipe import load_recipe
     from edgeft.core.tasks import get_task
     from edgeft.generation.genai import build_genai
+    from edgeft.training.qlora import dequantize_4bit_linears, nf4_config
 
     tuned = read_manifest(run / "tune", stage="tune", verify=False)
     model = get_task("generation").load_model(lineage_input(tuned, "base_model"), [],
@@ -189,9 +189,9 @@ def sensitive_layers(run: Path, extra_mib: float) -> list[int]:
     int8 (half a byte per weight more) fits `extra_mib`."""
     import torch
 
-    from edgeft.core.grid import grid_linears, put_on_grid
     from edgeft.core.splits import load_labels
     from edgeft.core.tasks import get_task
+    from edgeft.training.grid import grid_linears, put_on_grid
 
     task = get_task("generation")
     model = task.load_model(run / "merge", []).eval()

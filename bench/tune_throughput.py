@@ -11,7 +11,7 @@ memory (GPU: torch.cuda.max_memory_allocated; CPU: the process's VmHWM), and the
 step, which must match the plain recipe's. Writes bench/results/tune_throughput_<device>.json.
 
 plain: NF4 + prepare_model_for_kbit_training (fp32 upcasts) + gradient checkpointing (GPU) +
-sdpa + paged 8-bit AdamW (GPU). edgeft modes: see edgeft/core/qlora.py (dequantized: NF4 weights
+sdpa + paged 8-bit AdamW (GPU). edgeft modes: see edgeft/training/qlora.py (dequantized: NF4 weights
 dequantized once to bf16; 4bit: weights stay NF4; both without the fp32 upcasts, with fused
 linear cross-entropy where liger-kernel is installed, reentrant checkpointing on GPU).
 """
@@ -59,7 +59,7 @@ def run_one(shape: str, mode: str, folder: str, batch: int, seq: int, steps: int
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from edgeft.core.qlora import fused_cross_entropy, nf4_config, prepare_base
+    from edgeft.training.qlora import fused_cross_entropy, nf4_config, prepare_base
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     compute = torch.bfloat16 if device == "cuda" else torch.float32

@@ -110,7 +110,7 @@ def test_the_runtime_wheel_alone_runs_predict_chat_bench_and_verify(bundles, dev
     # the int4 bundle carries an fp32-compute prompt graph, which only AVX-512 CPUs take
     from edgeft.runtime.machine import cpu_flags
     assert (gen / "model.prefill.avx512.onnx").exists()
-    assert row["prompt_graph"] == ("model.prefill.avx512.onnx" if "avx512f" in cpu_flags() else "model.onnx")
+    assert row["prompt_graph_file"] == ("model.prefill.avx512.onnx" if "avx512f" in cpu_flags() else "model.onnx")
 
     chat = subprocess.run([cli, "chat", gen, "--max-new-tokens", "6"], input="Who wrote Hamlet ?\n\n",
                           capture_output=True, text=True)

@@ -213,7 +213,7 @@ def test_kv_cache_in_place_gives_the_copying_path_logits_and_grows(gen_run, monk
     monkeypatch.setattr(kvcache, "MIN_CAPACITY", 16)  # grow within the test's 40 tokens
     folder = run_dir / "quantize/int4"  # an int4 graph and its prompt graph (prefill_accuracy_level)
     # the prompt graph is taken on AVX-512 CPUs; on others the decode graph runs prompts too
-    assert Generator(folder, verify=False, cpu={"avx2"}).prompt_graph == "model.onnx"
+    assert Generator(folder, verify=False, cpu={"avx2"}).prompt_graph_file == "model.onnx"
     shared, copying = (Generator(folder, verify=False, cpu={"avx512f"}, shared_kv=kv) for kv in (True, False))
     assert shared.kv is not None and copying.kv is None and shared.prefill_session is not shared.session
     ids = shared.encode_chat([{"role": "user", "content": "Who wrote Hamlet ?"}])
@@ -237,7 +237,7 @@ def test_head_shortlist_rescores_the_int4_heads_best_tokens_with_the_int8_rows(g
     import onnx
 
     from edgeft.core.recipe import Int4Variant
-    from edgeft.generation.bench import bytes_per_token
+    from edgeft.generation.bench_plan import bytes_per_token
     from edgeft.runtime import Generator
     from edgeft.stages.quantize import quantize_variant
 
@@ -325,7 +325,7 @@ def test_int8_kv_cache_is_calibrated_and_keeps_the_answers(gen_run, tmp_path):
     from onnx import numpy_helper
 
     from edgeft.core.recipe import Int4Variant
-    from edgeft.generation.bench import bytes_per_token
+    from edgeft.generation.bench_plan import bytes_per_token
     from edgeft.runtime import Generator
     from edgeft.stages.quantize import quantize_variant
 
@@ -349,14 +349,14 @@ def test_int8_kv_cache_is_calibrated_and_keeps_the_answers(gen_run, tmp_path):
     assert bytes_per_token(tmp_path / "plain", "onnx", 64) - bytes_per_token(tmp_path / "kv8", "onnx", 64) == \
         2 * 2 * 2 * 16 * 3 * 64 - sum(s.nbytes for s in scales.values())
     a, b = Generator(tmp_path / "plain", verify=False), Generator(tmp_path / "kv8", verify=False, cpu={"avx2"})
-    assert b.kv.dtype == np.int8 and b.prefill_returns_cache and b.prompt_graph == "model.prefill.onnx"
+    assert b.kv.dtype == np.int8 and b.prefill_returns_cache and b.prompt_graph_file == "model.prefill.onnx"
     ids = a.encode_chat([{"role": "user", "content": "How far is the moon ?"}])
     (la, sa), (lb, sb) = a.prefill(ids), b.prefill(ids)
     assert np.abs(la - lb).max() < 1e-4  # the prompt's attention is fp32 in both
     fast = Generator(tmp_path / "kv8", verify=False, cpu={"avx2", "avx512f"})
     levels = {attr.i for n in onnx.load(str(tmp_path / "kv8/model.prefill.avx512.onnx"), load_external_data=False).graph.node
               if n.op_type == "MatMulNBits" for attr in n.attribute if attr.name == "accuracy_level"}
-    assert fast.prompt_graph == "model.prefill.avx512.onnx" and fast.prefill_returns_cache and levels == {1}
+    assert fast.prompt_graph_file == "model.prefill.avx512.onnx" and fast.prefill_returns_cache and levels == {1}
     lf, _ = fast.prefill(ids)  # fp32 activations instead of int8 ones: close, not equal
     assert 0 < np.abs(lf - la).max() < 0.01 * (la.max() - la.min())
     assert all((np.abs(fast.kv.arrays[n][:, :, :len(ids)].astype(int) - b.kv.arrays[n][:, :, :len(ids)]) <= 1).mean()

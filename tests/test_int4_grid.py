@@ -1,4 +1,4 @@
-"""Training against the shipped int4 grid (`tune.base_quant: int4`, edgeft/core/grid.py) and the
+"""Training against the shipped int4 grid (`tune.base_quant: int4`, edgeft/training/grid.py) and the
 weight-only variants' choices (`int8-weights`, `algorithm`). algorithm k_quant is not run here:
 onnxruntime's k-quant fails on the tiny model's K=96 weights (a reshape inside the quantizer); it
 was measured on the real model (bench/int4_retention.py)."""
@@ -9,7 +9,6 @@ import torch
 from conftest import generation_recipe
 
 from edgeft import EdgeftError
-from edgeft.core.grid import grid_linears, put_on_grid
 from edgeft.core.recipe import Int4Variant, recipe_from_dict
 from edgeft.generation.genai import build_genai
 from edgeft.generation.models import load_model
@@ -17,6 +16,7 @@ from edgeft.runtime import Generator
 from edgeft.runtime.files import GENERATION_FILE
 from edgeft.stages.data import prepare_data
 from edgeft.stages.quantize import quantize_variant
+from edgeft.training.grid import grid_linears, put_on_grid
 
 PROMPT = [1, 504, 3243, 314, 253, 1345, 30, 2]  # a few real SmolLM2 token ids
 
@@ -53,10 +53,10 @@ def test_the_grid_is_what_the_shipped_int4_graph_computes(tiny_llama, tmp_path):
 
 
 def test_qlora_on_the_int4_grid_trains_and_merges_through_a_gate_on_that_grid(tiny_llama, tmp_path):
-    from edgeft.core.qlora import load_trained
     from edgeft.core.tasks import get_task
     from edgeft.stages.merge import merge
     from edgeft.stages.tune import tune
+    from edgeft.training.qlora import load_trained
 
     recipe = recipe_from_dict(generation_recipe(
         tiny_llama, tune={"method": "qlora", "base_quant": "int4", "max_steps": 4, "batch_size": 8},

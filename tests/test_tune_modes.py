@@ -1,4 +1,4 @@
-"""How QLoRA holds its base (edgeft/core/qlora.py), partial checkpointing, and data-parallel training."""
+"""How QLoRA holds its base (edgeft/training/qlora.py), partial checkpointing, and data-parallel training."""
 import json
 import socket
 import subprocess
@@ -7,10 +7,10 @@ import sys
 import pytest
 from conftest import classification_recipe, generation_recipe, write_recipe
 
-from edgeft.core.qlora import choose_mode, set_checkpointing
 from edgeft.core.recipe import recipe_from_dict
 from edgeft.stages.data import prepare_data
 from edgeft.stages.tune import tune
+from edgeft.training.qlora import choose_mode, set_checkpointing
 
 
 def test_auto_mode_follows_model_size_and_free_memory():
@@ -96,7 +96,7 @@ def test_packed_cpu_kernel_path_is_guarded_for_shapes_it_cannot_hold(tiny_llama)
     import torch
     from transformers import AutoModelForCausalLM
 
-    from edgeft.core.qlora import guard_packed_cpu_path, nf4_config, packed_cpu_unfit
+    from edgeft.training.qlora import guard_packed_cpu_path, nf4_config, packed_cpu_unfit
 
     def load():
         model = AutoModelForCausalLM.from_pretrained(tiny_llama, quantization_config=nf4_config(False),

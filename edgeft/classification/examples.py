@@ -1,7 +1,7 @@
 """Labelled texts as token ids, batches with labels, and validation metrics."""
 from __future__ import annotations
 
-from edgeft.core.batches import Examples, to_device
+from edgeft.training.batches import Examples, to_device
 
 
 class ClassificationExamples(Examples):

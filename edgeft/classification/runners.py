@@ -98,7 +98,7 @@ class TrainedClassifier(TorchClassifier):
     QLoRA); the first step of the accuracy ledger."""
 
     def load(self, folder: Path, labels: list[str]):
-        from edgeft.core.qlora import load_trained
         from edgeft.core.tasks import get_task
+        from edgeft.training.qlora import load_trained
 
         return load_trained(get_task("classification"), folder, labels)

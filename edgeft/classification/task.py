@@ -6,8 +6,7 @@ from pathlib import Path
 
 from edgeft import EdgeftError
 from edgeft.classification import models
-from edgeft.core.task import Task
-from edgeft.core.tasks import register
+from edgeft.core.tasks import Task, register
 from edgeft.runtime.files import PREPROCESS_FILE
 
 
@@ -69,7 +68,7 @@ class ClassificationTask(Task):
     def quantize_int4(self, src, dst, variant):
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-        from edgeft.core.grid import algo_config
+        from edgeft.training.grid import algo_config
 
         quantizer = MatMulNBitsQuantizer(str(src), bits=variant.bits, block_size=variant.block_size,
                                          is_symmetric=variant.symmetric, accuracy_level=variant.accuracy_level,
@@ -92,7 +91,7 @@ class ClassificationTask(Task):
         return logits(Classifier(fp32_dir, verify=False)), logits(Classifier(quant_dir, verify=False))
 
     def bench_plan(self, recipe, variants, data_dir):
-        from edgeft.classification.bench import bench_plan
+        from edgeft.classification.bench_plan import bench_plan
         return bench_plan(recipe, variants, data_dir)
 
     def device_usage(self, recipe):

@@ -59,12 +59,9 @@ def load_tokenizer(path: Path):
 
 
 def load_pretrained(auto_class, path: Path, dtype=None, quantization_config=None, device_map=None, **kwargs):
-    """A full-precision (or bitsandbytes-quantized) model from a local folder; a 4-bit one guarded
-    against bitsandbytes' packed CPU kernel where its layer shapes do not fit it (core/qlora.py)."""
+    """A full-precision (or bitsandbytes-quantized: training/qlora.py's load_nf4) model from a local folder."""
     import torch
     import transformers
-
-    from edgeft.core.qlora import guard_packed_cpu_path
 
     transformers.logging.set_verbosity_error()  # "newly initialized classifier" is expected here
     kw = {"dtype": dtype or torch.float32, **kwargs}
@@ -72,7 +69,4 @@ def load_pretrained(auto_class, path: Path, dtype=None, quantization_config=None
         kw["quantization_config"] = quantization_config
     if device_map is not None:
         kw["device_map"] = device_map
-    model = auto_class.from_pretrained(path, **kw)
-    if quantization_config is not None:
-        model.edgeft_generic_4bit_layers = guard_packed_cpu_path(model)
-    return model
+    return auto_class.from_pretrained(path, **kw)

@@ -56,13 +56,13 @@ class TuneSection(Section):
         "nf4", description="qlora: the 4-bit grid the frozen base is held on while the adapter trains: nf4 "
                            "(bitsandbytes, QLoRA as published) or int4 (onnxruntime's MatMulNBits RTN in blocks of "
                            "grid_block_size, head at grid_head_bits: the grid the int4 variant ships; see "
-                           "edgeft/core/grid.py)")
+                           "edgeft/training/grid.py)")
     grid_block_size: int = Field(32, ge=16, description="base_quant int4: the grid's block size; the recipe's "
                                                         "rtn int4 variants must use the same")
     grid_head_bits: Literal[4, 8] = Field(8, description="base_quant int4: the LM head's bits on the grid (a tied "
                                                          "embedding's too); the int4 variants' head_bits must match")
     qlora_mode: Literal["auto", "plain", "dequantized", "4bit"] = Field(
-        "auto", description="how the NF4 base is held (see edgeft/core/qlora.py); auto picks from model size and free memory")
+        "auto", description="how the NF4 base is held (see edgeft/training/qlora.py); auto picks from model size and free memory")
     gradient_checkpointing: Union[Literal["auto"], bool, int] = Field(
         "auto", description="true, false, or how many layers to checkpoint; auto: all on CUDA, none on CPU")
     lora: LoraSection = LoraSection()

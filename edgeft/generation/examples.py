@@ -2,8 +2,8 @@
 answer-token logits that merge and bench compare."""
 from __future__ import annotations
 
-from edgeft.core.batches import Examples, left_padded
 from edgeft.generation.chat import encode_chat
+from edgeft.training.batches import Examples, left_padded
 
 FIRST_TOP_K = 32  # first-answer-token log-probabilities kept per example for the ledger's KL
 
@@ -138,7 +138,7 @@ def evaluate(model, examples: ChatExamples, batch_size: int, label_info: dict) -
     """Validation loss: the mean NLL of the answer tokens."""
     import torch
 
-    from edgeft.core.batches import to_device
+    from edgeft.training.batches import to_device
 
     model.eval()
     total, count = 0.0, 0

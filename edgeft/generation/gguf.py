@@ -174,14 +174,3 @@ class LlamaCppGenerator(GreedyDecoding):
 
     def step(self, token: int, state):
         return self._eval([token], state)
-
-
-def load_generator(folder: Path, threads: int | None = None, exact: bool = False):
-    """The greedy generator for a model folder: llama.cpp for a GGUF, else edgeft.runtime's ONNX one.
-    `exact` (export parity): llama.cpp with an F32 KV cache and no flash attention, so that what is
-    compared is the conversion, not llama.cpp's default numerics (the bench measures those, on the task)."""
-    from edgeft.runtime import Generator
-
-    if (Path(folder) / GGUF_FILE).is_file():
-        return LlamaCppGenerator(folder, threads, exact=exact)
-    return Generator(folder, threads, verify=False)

@@ -35,8 +35,7 @@ def torch_greedy(model, ids: list[int], new_tokens: int, timings: list | None = 
 
 def generation_parity(torch_dir: Path, export_dir: Path, backend: str, rows: list[dict], new_tokens: int) -> dict:
     from edgeft.generation.chat import encode_prompt
-    from edgeft.generation.gguf import load_generator
-    from edgeft.generation.models import load_model, load_tokenizer
+    from edgeft.generation.models import load_generator, load_model, load_tokenizer
 
     tokenizer = load_tokenizer(torch_dir)
     model = load_model(torch_dir).eval()

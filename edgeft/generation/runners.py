@@ -46,8 +46,8 @@ class TorchGenerator:
         """Answer NLL (teacher forced) for every chat; greedy generation only where the teacher-forced
         argmaxes show that greedy decoding would not reproduce the reference answer exactly."""
         torch = self.torch
-        from edgeft.core.batches import left_padded
         from edgeft.generation.examples import answer_scores, chat_batch
+        from edgeft.training.batches import left_padded
 
         pad = self.tokenizer.pad_token_id
         nll, exact, first = [], [], []
@@ -82,8 +82,8 @@ class TrainedGenerator(TorchGenerator):
     QLoRA); the first step of the accuracy ledger."""
 
     def load(self, folder: Path):
-        from edgeft.core.qlora import load_trained
         from edgeft.core.tasks import get_task
+        from edgeft.training.qlora import load_trained
 
         return load_trained(get_task("generation"), folder, [])
 
@@ -92,7 +92,7 @@ class OrtGenerator:
     """ONNX variants through edgeft.runtime (what the device runs); GGUF ones through llama.cpp."""
 
     def __init__(self, folder: Path, threads: int):
-        from edgeft.generation.gguf import load_generator
+        from edgeft.generation.models import load_generator
 
         self.generator = load_generator(folder, threads)
 

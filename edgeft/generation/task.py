@@ -1,8 +1,7 @@
 """The generation task's hooks (see core/task.py for what each one is for)."""
 from __future__ import annotations
 
-from edgeft.core.task import Task
-from edgeft.core.tasks import register
+from edgeft.core.tasks import Task, register
 from edgeft.generation import models
 
 
@@ -96,14 +95,14 @@ class GenerationTask(Task):
         """The first answer token's logits of 16 validation chats."""
         import numpy as np
 
-        from edgeft.generation.gguf import load_generator
+        from edgeft.generation.models import load_generator
 
         ref, new = load_generator(fp32_dir), load_generator(quant_dir)
         prompts = [ref.encode_chat(r["messages"][:-1]) for r in rows[:16]]
         return np.stack([ref.prefill(p)[0] for p in prompts]), np.stack([new.prefill(p)[0] for p in prompts])
 
     def bench_plan(self, recipe, variants, data_dir):
-        from edgeft.generation.bench import bench_plan
+        from edgeft.generation.bench_plan import bench_plan
         return bench_plan(recipe, variants, data_dir)
 
     def device_usage(self, recipe):

@@ -136,14 +136,14 @@ def cmd_verify(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    from edgeft.runtime.bench import bench_bundle
+    from edgeft.runtime.device_bench import bench_bundle
 
     report = bench_bundle(args.bundle, args.threads, args.rounds, args.cold_rounds)
     print(json.dumps(report, indent=1) if args.json else summary(report))
 
 
 def cmd_first(args) -> None:
-    from edgeft.runtime.bench import first_result
+    from edgeft.runtime.device_bench import first_result
 
     first_result(args.bundle, args.threads or None)
 

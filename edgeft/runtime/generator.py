@@ -28,18 +28,15 @@ from edgeft.runtime.onnx import load_tokenizer, read_json, session
 from edgeft.runtime.selfcheck import verify_tokenizer
 
 
-def prompt_graph(folder: Path, flags: set[str] | None = None) -> Path | None:
-    """The graph for prompts on a CPU with these flags (default: this machine's); None: the decode graph's."""
+def choose_prompt_graph(folder: Path, flags: set[str] | None = None) -> Path:
+    """The graph prompts run in on a CPU with these flags (default: this machine's): a prompt graph
+    the folder has for it, else the decode graph. Its file name is what the benches record."""
+    folder = Path(folder)
     flags = cpu_flags() if flags is None else flags
     for name, needs in ((PREFILL_AVX512_FILE, "avx512f"), (PREFILL_FILE, None)):
         if (folder / name).exists() and (needs is None or needs in flags):
             return folder / name
-    return None
-
-
-def prompt_graph_name(folder: Path) -> str:
-    """The file this machine's prompts run in `folder`: what the benches record."""
-    return (prompt_graph(Path(folder)) or Path(folder) / ONNX_FILE).name
+    return folder / ONNX_FILE
 
 
 class Generator(GreedyDecoding):
@@ -55,9 +52,9 @@ class Generator(GreedyDecoding):
             verify_tokenizer(folder, self.tokenizer)
         self.stop_ids = set(self.settings["eos_token_ids"])
         self.session = session(folder / ONNX_FILE, threads, stop_spinning=True)
-        prefill = prompt_graph(folder, cpu) if use_prefill_graph else None
-        self.prompt_graph = (prefill or folder / ONNX_FILE).name  # what the prompt ran, for the bench's record
-        self.prefill_session = session(prefill, threads, stop_spinning=True) if prefill else self.session
+        prompt = choose_prompt_graph(folder, cpu) if use_prefill_graph else folder / ONNX_FILE
+        self.prompt_graph_file = prompt.name  # what the prompt ran, for the bench's record
+        self.prefill_session = self.session if prompt.name == ONNX_FILE else session(prompt, threads, stop_spinning=True)
         names = {i.name: i for i in self.session.get_inputs()}
         self.has_position_ids = "position_ids" in names
         self.past_names = sorted((n for n in names if n.startswith("past_key_values")),

@@ -1,7 +1,7 @@
 """Bench stage: quality and speed of every model of a run, on the same inputs, in one run.
 
 The skeleton is the same for every task: find the models, let the task plan the workers and
-requests (classification/bench.py, generation/bench.py), run the plan through benchkit (one
+requests (classification/bench_plan.py, generation/bench_plan.py), run the plan through benchkit (one
 process per model and thread count, interleaved rounds, medians with min-max), and write the
 report as JSON, CSV, Markdown and a plot. A model whose worker dies is reported as failed; the
 others' results are kept, and the stage then fails naming it.

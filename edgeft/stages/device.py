@@ -24,8 +24,8 @@ from edgeft.benchkit.remote import Device
 from edgeft.benchkit.report import mib, write_reports
 from edgeft.core.artifacts import input_ref, stage_output, write_manifest
 from edgeft.core.console import say
-from edgeft.runtime.bench import manifest_sha256
 from edgeft.runtime.bundle import read_manifest
+from edgeft.runtime.device_bench import manifest_sha256
 from edgeft.runtime.errors import EdgeftError
 
 COMPLETE = ".edgeft-complete"  # written last into an installed venv

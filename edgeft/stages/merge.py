@@ -74,7 +74,7 @@ def merge_and_check(task, base: Path, tune_dir: Path, examples, labels: list[str
     import torch
     from peft import PeftModel
 
-    from edgeft.core.qlora import grid_options, load_trained, trained_grid
+    from edgeft.training.qlora import grid_options, load_trained, trained_grid
 
     model = PeftModel.from_pretrained(task.load_model(base, labels), tune_dir).eval()
     adapter_logits = examples.collect_logits(model, BATCH)
@@ -86,7 +86,7 @@ def merge_and_check(task, base: Path, tune_dir: Path, examples, labels: list[str
     trained_logits = examples.collect_logits(load_trained(task, tune_dir, labels), BATCH)
     grid = trained_grid(tune_config)
     if grid:
-        from edgeft.core.grid import put_on_grid
+        from edgeft.training.grid import put_on_grid
         rounded = copy.deepcopy(merged)
         put_on_grid(rounded, grid, **grid_options(tune_config))
         checks["vs_trained_int4"] = compare_logits(trained_logits, examples.collect_logits(rounded, BATCH))

@@ -17,7 +17,7 @@ from edgeft.core.splits import load_split
 from edgeft.generation.chat import encode_chat
 from edgeft.generation.runners import RUNNER_ORT, RUNNER_TORCH, RUNNER_TRAINED
 from edgeft.runtime.files import GENERATION_FILE, GGUF_FILE, HF_CONFIG_FILE, ONNX_FILE, SAFETENSORS_SUFFIX
-from edgeft.runtime.generator import prompt_graph_name
+from edgeft.runtime.generator import choose_prompt_graph
 from edgeft.runtime.stats import decode_entry, memory_bandwidth
 
 
@@ -86,7 +86,7 @@ def model_row(model: tuple, cfg, results: BenchResults, bandwidth: dict, prompt_
     entry = {"name": name, "format": manifest.get("format", "onnx"), "stage": manifest["stage"], "path": str(path),
              "size_bytes": model_bytes(path)}
     if entry["format"] == "onnx":  # the graph this CPU's prompts ran (model.prefill.avx512.onnx needs AVX-512)
-        entry["prompt_graph"] = prompt_graph_name(path)
+        entry["prompt_graph_file"] = choose_prompt_graph(path).name
     if name in results.failed:
         return {**entry, "error": results.failed[name]}
     metrics = dict(results.quality[name])

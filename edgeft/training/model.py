@@ -1,12 +1,12 @@
-"""The pieces of a training run that tune.py puts together: the model with its adapter, the
-optimizer, the batch size, the epoch's batches and the data-parallel rank check."""
+"""The model a training run trains (the base with a fresh LoRA adapter, on the grid or NF4 base
+QLoRA asks for), its optimizer and its batch size: the pieces finetune.py's `setup` puts together."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from edgeft.core.batches import Examples, to_device
 from edgeft.core.console import say
 from edgeft.core.recipe import Recipe
+from edgeft.training.batches import Examples, to_device
 
 
 def build_model(base: Path, recipe: Recipe, task, labels: list[str], device):
@@ -15,11 +15,11 @@ def build_model(base: Path, recipe: Recipe, task, labels: list[str], device):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from edgeft.core.qlora import (
+    from edgeft.training.qlora import (
         choose_mode,
         count_parameters,
         fused_cross_entropy,
-        nf4_config,
+        load_nf4,
         prepare_base,
         set_checkpointing,
     )
@@ -31,10 +31,8 @@ def build_model(base: Path, recipe: Recipe, task, labels: list[str], device):
         model, info, reason = grid_base(base, task, labels, cfg, checkpointing)
     elif cfg.method == "qlora":
         mode, reason = choose_mode(cfg.qlora_mode, count_parameters(base), device.type)
-        model = task.load_model(base, labels, quantization_config=nf4_config(on_cuda),
-                                device_map={"": device.index or 0} if on_cuda else {"": "cpu"})
+        model, generic = load_nf4(task, base, labels, on_cuda, {"": device.index or 0} if on_cuda else {"": "cpu"})
         info = prepare_base(model, mode, device.type, checkpointing)
-        generic = getattr(model, "edgeft_generic_4bit_layers", [])
         if generic and mode != "dequantized":
             info["generic_4bit_layers"] = len(generic)
             reason += (f"; {len(generic)} 4-bit layers whose shapes bitsandbytes' packed AVX512-BF16 kernel cannot "
@@ -54,11 +52,11 @@ def build_model(base: Path, recipe: Recipe, task, labels: list[str], device):
 
 
 def grid_base(base: Path, task, labels: list[str], cfg, checkpointing):
-    """The fp32 base with its weights on the shipped int4 grid (core/grid.py), frozen."""
+    """The fp32 base with its weights on the shipped int4 grid (training/grid.py), frozen."""
     import torch
 
-    from edgeft.core.grid import put_on_grid
-    from edgeft.core.qlora import set_checkpointing
+    from edgeft.training.grid import put_on_grid
+    from edgeft.training.qlora import set_checkpointing
 
     model = task.load_model(base, labels, dtype=torch.float32)
     base_quant = cfg.base_quant
@@ -80,24 +78,6 @@ def make_optimizer(model, cfg, on_cuda: bool):
         import bitsandbytes as bnb
         return bnb.optim.PagedAdamW8bit(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-
-
-def rank_checksums(accelerator, model) -> list[str]:
-    """sha256 of the adapter weights on every rank: data-parallel training must leave them identical."""
-    import hashlib
-
-    import torch
-    from peft import get_peft_model_state_dict
-
-    digest = hashlib.sha256()
-    for name, tensor in sorted(get_peft_model_state_dict(model).items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().numpy().tobytes())
-    if accelerator.num_processes == 1:
-        return [digest.hexdigest()]
-    gathered = [None] * accelerator.num_processes
-    torch.distributed.all_gather_object(gathered, digest.hexdigest())
-    return gathered
 
 
 def pick_batch_size(requested, model, train: Examples, accelerator, fused: bool) -> int:
@@ -126,9 +106,3 @@ def pick_batch_size(requested, model, train: Examples, accelerator, fused: bool)
     chosen = probe()
     say(f"tune: batch_size auto: {chosen} fits")
     return chosen
-
-
-def epoch_batches(examples: Examples, batch_size: int, seed: int, world: int) -> list[list]:
-    batches = examples.batches(batch_size, seed)
-    full = [b for b in batches if len(b) == batch_size] or batches  # equal shapes across ranks
-    return full[:len(full) - len(full) % world] if len(full) >= world else full

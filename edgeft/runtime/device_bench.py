@@ -118,7 +118,7 @@ def bench_generator(model, rows: list[dict], settings: dict, threads: int, round
     return {"metrics": metrics, "predictions": said,
             "correct": [normalize_answer(a) == normalize_answer(s) for a, s in zip(answers, said)],
             "latency_ms": [decode_entry(runs, threads, len(prompt), settings["new_tokens"])], "throughput": [],
-            "prompt_graph": model.prompt_graph,  # chosen by this CPU's flags (generator.py)
+            "prompt_graph_file": model.prompt_graph_file,  # chosen by this CPU's flags (generator.py)
             "timed": (f"greedy decoding at batch 1: time to first token = prefill of a {len(prompt)}-token prompt + "
                       f"argmax, then {settings['new_tokens'] - 1} decode steps; tokenization excluded"),
             "quality_metric": "exact_match"}

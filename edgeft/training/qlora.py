@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from edgeft.core.grid import HEAD_MODULES
+from edgeft.training.grid import HEAD_MODULES
 
 MODES = ("plain", "dequantized", "4bit")
 PACKED_BLOCK_N = 32  # bitsandbytes' packed CPU layout: rows per block
@@ -37,6 +37,13 @@ def nf4_config(on_cuda: bool):
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                               bnb_4bit_compute_dtype=torch.bfloat16 if on_cuda else torch.float32,
                               llm_int8_skip_modules=list(HEAD_MODULES))
+
+
+def load_nf4(task, path: Path, labels: list[str], on_cuda: bool, device_map: dict):
+    """The task's model with its linears in NF4, and the names of the 4-bit layers kept off
+    bitsandbytes' packed CPU kernel (`guard_packed_cpu_path`)."""
+    model = task.load_model(path, labels, quantization_config=nf4_config(on_cuda), device_map=device_map)
+    return model, guard_packed_cpu_path(model)
 
 
 def packed_cpu_unfit(module) -> bool:
@@ -198,17 +205,17 @@ def load_trained(task, tune_dir: Path, labels: list[str]):
     tuned = read_manifest(tune_dir, stage="tune", what="tune output", verify=False)
     grid = trained_grid(tuned["config"])
     nf4 = tuned["config"]["method"] == "qlora" and not grid
-    kwargs = {"quantization_config": nf4_config(False), "device_map": {"": "cpu"}} if nf4 else {}
-    model = task.load_model(lineage_input(tuned, "base_model"), labels, **kwargs)
+    base = lineage_input(tuned, "base_model")
+    model = load_nf4(task, base, labels, False, {"": "cpu"})[0] if nf4 else task.load_model(base, labels)
     if grid:
-        from edgeft.core.grid import put_on_grid
+        from edgeft.training.grid import put_on_grid
         put_on_grid(model, grid, **grid_options(tuned["config"]))
     return PeftModel.from_pretrained(model, tune_dir).eval()
 
 
 def grid_options(tune_config: dict) -> dict:
     """The grid's block size and head bits as the tune used them (folders from before the fields: 32, 8)."""
-    from edgeft.core.grid import GRID_BLOCK_SIZE
+    from edgeft.training.grid import GRID_BLOCK_SIZE
     return {"block_size": tune_config.get("grid_block_size", GRID_BLOCK_SIZE),
             "head_bits": tune_config.get("grid_head_bits", 8)}
 

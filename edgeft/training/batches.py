@@ -100,3 +100,9 @@ class Examples:
                 batch = to_device(self.batch(list(range(start, min(n, start + batch_size)))), model.device)
                 chunks.append(self.logits(model, batch).float().cpu())
         return torch.cat(chunks)
+
+
+def epoch_batches(examples: Examples, batch_size: int, seed: int, world: int) -> list[list]:
+    batches = examples.batches(batch_size, seed)
+    full = [b for b in batches if len(b) == batch_size] or batches  # equal shapes across ranks
+    return full[:len(full) - len(full) % world] if len(full) >= world else full
