@@ -15,12 +15,12 @@ MODEL_STAGES = ("import", "merge", "export", "quantize", "package")
 
 def open_generator(folder: Path, threads: int | None):
     """An ONNX decoder folder (artifact or bundle) through the runtime; a PyTorch one through transformers."""
-    from edgeft.runtime.bundle import read_manifest
+    from edgeft.runtime.manifest import read_manifest
 
     manifest = read_manifest(folder, stage=MODEL_STAGES, what="model")
-    if manifest.get("task") != "generation":
-        raise EdgeftError(f"{folder} holds a '{manifest.get('task')}' model: generate and chat need a text generator")
-    if manifest.get("format") == "pytorch" or manifest["stage"] == "import":
+    if manifest.task != "generation":
+        raise EdgeftError(f"{folder} holds a '{manifest.task}' model: generate and chat need a text generator")
+    if manifest.format == "pytorch" or manifest.stage == "import":
         from edgeft.generation.runners import TorchChat
         return TorchChat(folder, threads)
     from edgeft.runtime import Generator
@@ -93,8 +93,8 @@ def predict(bundle, texts, input_file, threads, as_json):
     import sys
 
     from edgeft.runtime import Classifier
-    from edgeft.runtime.bundle import read_manifest
     from edgeft.runtime.cli import predict_lines, read_texts
+    from edgeft.runtime.manifest import read_manifest
 
     read_manifest(bundle, stage=("package", "export", "quantize"), what="bundle", verify=False)
     model = Classifier(bundle, threads)

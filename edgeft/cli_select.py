@@ -17,13 +17,13 @@ LIMIT_FLAGS = ("max_quality_drop", "max_size_mib", "max_peak_rss_mib", "max_p90_
 
 def find_report(path: Path) -> tuple[Path, Path | None]:
     """report.json from a run folder, a bench folder or the file itself; and the run's recipe, if any."""
-    from edgeft.runtime.files import RECIPE_FILE, REPORT_JSON
+    from edgeft.runtime.files import REPORT_JSON, RunLayout
 
     path = Path(path)
-    for candidate in (path, path / REPORT_JSON, path / "bench" / REPORT_JSON):
+    for candidate in (path, path / REPORT_JSON, RunLayout(path).report):
         if candidate.is_file():
-            run = candidate.parent.parent if candidate.parent.name == "bench" else candidate.parent
-            return candidate, (run / RECIPE_FILE if (run / RECIPE_FILE).exists() else None)
+            recipe = RunLayout.of(candidate.parent).recipe  # the run's, when the report is its bench's
+            return candidate, (recipe if recipe.exists() else None)
     raise EdgeftError(f"select: no {REPORT_JSON} in {path} (give a run folder, its bench folder or a report.json)")
 
 

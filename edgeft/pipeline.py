@@ -10,15 +10,16 @@ import time
 from pathlib import Path
 
 from edgeft import EdgeftError
-from edgeft.benchkit.report import write_reports
+from edgeft.benchkit.report import read_report, write_reports
 from edgeft.benchkit.select import describe, select_variant
 from edgeft.core.artifacts import rehash, variant_name
 from edgeft.core.console import say
 from edgeft.core.lock import run_lock
 from edgeft.core.models import is_gguf, resolve_model
 from edgeft.core.recipe import Recipe, dump_recipe
+from edgeft.core.tasks import get_task
 from edgeft.core.tracking import NoTracking, tracker
-from edgeft.runtime.files import RECIPE_FILE, RUN_SUMMARY
+from edgeft.runtime.files import RunLayout
 from edgeft.stages.bench import bench
 from edgeft.stages.data import prepare_data
 from edgeft.stages.export import export
@@ -44,7 +45,7 @@ class Stages:
         seconds = time.perf_counter() - start
         self.seconds[name] = round(seconds, 1)
         results = result if isinstance(result, list) else [result]
-        skipped = bool(results) and all(isinstance(r, dict) and r.get("_up_to_date") for r in results)
+        skipped = bool(results) and all(r.reused for r in results)
         if skipped:
             self.skipped.append(name)
             say(f"   {name}: up to date, skipped")
@@ -56,44 +57,42 @@ class Stages:
 
 def run_pipeline(recipe: Recipe, run_dir: Path, *, force: bool = False, progress: bool = True,
                  track: str | None = None) -> dict:
-    run_dir = Path(run_dir)
-    with run_lock(run_dir):
-        (run_dir / RECIPE_FILE).write_text(dump_recipe(recipe))
-        stage = Stages(tracker(recipe, run_dir, track))
+    run = RunLayout(run_dir)
+    with run_lock(run.root):
+        run.recipe.write_text(dump_recipe(recipe))
+        stage = Stages(tracker(recipe, run.root, track))
         try:
-            report = run_stages(recipe, run_dir, stage, force, progress)
+            report = run_stages(recipe, run, stage, force, progress)
         except BaseException:
             stage.tracker.close(ok=False)
             raise
         stage.tracker.close(ok=True)
-        (run_dir / RUN_SUMMARY).write_text(json.dumps({"recipe": recipe.name, "stage_seconds": stage.seconds,
-                                                       "skipped": stage.skipped}, indent=2) + "\n")
+        run.summary.write_text(json.dumps({"recipe": recipe.name, "stage_seconds": stage.seconds,
+                                           "skipped": stage.skipped}, indent=2) + "\n")
     return report
 
 
-def run_stages(recipe: Recipe, run_dir: Path, stage: Stages, force: bool, progress: bool) -> dict:
-    stage("data", prepare_data, recipe, run_dir / "data", force=force)
+def run_stages(recipe: Recipe, run: RunLayout, stage: Stages, force: bool, progress: bool) -> dict:
+    stage("data", prepare_data, recipe, run.data, force=force)
     base_dir = None
     base = resolve_model(recipe.model.base)
     if is_gguf(base):
-        stage("import", import_gguf, base, run_dir / "base", force=force)
-        base_dir = run_dir / "base"
-    stage("tune", tune, recipe, run_dir / "data", run_dir / "tune", base_dir=base_dir, resume=True, force=force,
-          progress=progress)
-    stage("merge", merge, recipe, run_dir / "tune", run_dir / "merge", force=force)
-    models = {"merge": run_dir / "merge"}
+        stage("import", import_gguf, base, run.base, force=force)
+        base_dir = run.base
+    stage("tune", tune, recipe, run.data, run.tune, base_dir=base_dir, resume=True, force=force, progress=progress)
+    stage("merge", merge, recipe, run.tune, run.merge, force=force)
+    models = {"merge": run.merge}
     for backend in recipe.export.backends:
-        models[backend] = run_dir / f"export-{backend}"
-        exported = stage(f"export {backend}", export, recipe, run_dir / "merge", models[backend], backend=backend,
-                         force=force)
+        models[backend] = run.export(backend)
+        exported = stage(f"export {backend}", export, recipe, run.merge, models[backend], backend=backend, force=force)
         models[variant_name(exported)] = models[backend]  # the name reports give it (onnx-fp32, genai-fp32)
-        manifests = stage(f"quantize {backend}", quantize, recipe, models[backend], run_dir / "quantize", force=force)
-        models.update({m["variant"]: run_dir / "quantize" / m["variant"] for m in manifests})
-    report = stage("bench", bench, recipe, list(dict.fromkeys(models.values())), run_dir / "bench", force=force,
-                   progress=progress)
-    shipped, selection = choose_variant(recipe, report, run_dir / "bench")
+        manifests = stage(f"quantize {backend}", quantize, recipe, models[backend], run.quantized, force=force)
+        models.update({m.variant: run.variant(m.variant) for m in manifests})
+    stage("bench", bench, recipe, list(dict.fromkeys(models.values())), run.bench, force=force, progress=progress)
+    report = read_report(run.bench)
+    shipped, selection = choose_variant(recipe, report, run.bench)
     if shipped:  # the recipe's checks made sure it names a variant or an export backend
-        stage("package", package, recipe, models[shipped], run_dir / "package", bench_dir=run_dir / "bench",
+        stage("package", package, recipe, models[shipped], run.package, bench_dir=run.bench,
               zip_bundle=recipe.package.zip, force=force, selection=selection)
     return report
 
@@ -105,7 +104,6 @@ def choose_variant(recipe: Recipe, report: dict, bench_dir: Path) -> tuple[str |
     variant = recipe.package.variant
     if variant != "auto" and not (variant is None and recipe.select.active()):
         return variant or next((v.name for v in recipe.quantize.variants), None), None
-    report = {k: v for k, v in report.items() if not k.startswith("_")}
     try:
         selection = select_variant(report, recipe.select)
     except EdgeftError as e:
@@ -118,5 +116,6 @@ def choose_variant(recipe: Recipe, report: dict, bench_dir: Path) -> tuple[str |
 
 
 def record_selection(report: dict, selection: dict, bench_dir: Path) -> None:
-    write_reports({**report, "selection": selection}, bench_dir)
+    report = {**report, "selection": selection}
+    write_reports(report, bench_dir, get_task(report["task"]).report_view(report))
     rehash(bench_dir)

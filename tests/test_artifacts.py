@@ -24,10 +24,10 @@ def make_artifact(folder, stage="export", content=b"weights", inputs=()):
 def test_manifest_records_hashes_versions_and_metrics(tmp_path):
     make_artifact(tmp_path / "a")
     manifest = read_manifest(tmp_path / "a", stage="export")
-    assert set(manifest["files"]) == {"model.onnx", "sub/tokenizer.json"}
-    assert manifest["files"]["model.onnx"]["bytes"] == len(b"weights")
-    assert manifest["versions"]["onnxruntime"] and manifest["versions"]["edgeft"]
-    assert manifest["metrics"] == {"accuracy": 0.5}
+    assert set(manifest.files) == {"model.onnx", "sub/tokenizer.json"}
+    assert manifest.files["model.onnx"]["bytes"] == len(b"weights")
+    assert manifest.versions["onnxruntime"] and manifest.versions["edgeft"]
+    assert manifest.metrics == {"accuracy": 0.5}
     assert not partial_path(tmp_path / "a").exists()
 
 
@@ -86,3 +86,27 @@ def test_lineage_is_followed_and_checked(tmp_path):
     make_artifact(tmp_path / "data", stage="data", content=b"other")  # the data was made anew since
     with pytest.raises(EdgeftError, match=r"data .*/data changed since it was used"):
         find_in_lineage(exported, "data")
+
+
+def test_a_manifest_of_a_newer_format_is_refused_naming_both_formats(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from edgeft.runtime.manifest import FORMAT_VERSION
+
+    make_artifact(tmp_path / "a", stage="package")
+    path = tmp_path / "a" / "manifest.json"
+    data = json.loads(path.read_text())
+    assert data["edgeft_manifest"] == FORMAT_VERSION and list(data)[-1] == "files"
+    assert "folder" not in data and "reused" not in data and not any(k.startswith("_") for k in data)
+    path.write_text(json.dumps({**data, "edgeft_manifest": FORMAT_VERSION + 1}))
+    newer = f"manifest format {FORMAT_VERSION + 1}, newer than the format {FORMAT_VERSION} this edgeft-runtime"
+    with pytest.raises(EdgeftError, match=newer):
+        read_manifest(tmp_path / "a")
+    done = subprocess.run([sys.executable, "-m", "edgeft.runtime", "verify", str(tmp_path / "a")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and newer in done.stderr and "upgrade edgeft-runtime" in done.stderr
+    path.write_text(json.dumps({**data, "surprise": 1}))
+    with pytest.raises(EdgeftError, match="manifest.json is damaged: unknown field"):
+        read_manifest(tmp_path / "a")

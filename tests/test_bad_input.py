@@ -35,7 +35,7 @@ def test_non_utf8_csv_names_the_file_and_the_byte_and_reads_with_data_encoding(t
     manifest = prepare(tmp_path, path, encoding="latin-1")
     texts = [json.loads(line)["text"] for split in ("train", "validation", "test")
              for line in (tmp_path / "data" / f"{split}.jsonl").read_text().splitlines()]
-    assert "café ouvert" in texts and manifest["metrics"]["rows_read"] == 31
+    assert "café ouvert" in texts and manifest.metrics["rows_read"] == 31
 
 
 def test_jsonl_line_that_is_not_an_object_names_its_line(tmp_path):
@@ -99,8 +99,10 @@ def test_recipe_errors_are_found_before_any_work(tmp_path):
         "quantize.variants.0: unknown key (did you mean 'symmetric'?)": None,
         "bench.threads.0: Input should be greater than 0": {"bench": {"threads": [0]}},
         "quantize.variants.0 (q): source 'genai' is not in export.backends ['optimum']":
-            {"quantize": {"variants": [{"name": "q", "method": "int4", "source": "genai"}]}},
-        "quantize.variants.0 (s): static int8 is implemented for classification only":
+            {"task": "generation", "quantize": {"variants": [{"name": "q", "method": "int4", "source": "genai"}]}},
+        "quantize.variants.0 (c): no variant kind 'genai:int4' (source:method) for task classification":
+            {"quantize": {"variants": [{"name": "c", "method": "int4", "source": "genai"}]}},
+        "quantize.variants.0 (s): no variant kind 'optimum:static' (source:method) for task generation":
             {"task": "generation", "export": {"backends": ["optimum"]},
              "quantize": {"variants": [{"name": "s", "method": "static"}]}},
         "package.variant: 'int5' names no variant of this recipe (variants: int8-dynamic, int8-static, int4, optimum, or auto)":

@@ -30,6 +30,19 @@ def test_every_command_explains_itself(command):
     assert result.exit_code == 0 and "Usage: " in result.output and len(result.output) > 200
 
 
+def test_variants_names_the_module_that_builds_each_kind():
+    result = invoke("variants")
+    assert result.exit_code == 0
+    generation = result.output.split("generation:")[1]
+    for kind, module in (("genai:int4|int8-weights", "edgeft/generation/weight_only.py"),
+                         ("gguf:gguf", "edgeft/generation/gguf.py"), ("optimum:dynamic", "edgeft/quantizers/dynamic.py")):
+        line = generation.split(kind)[1].split("\n")[1]
+        assert f"built in {module}" in line, line
+    assert "optimum:static" in result.output.split("generation:")[0] and "optimum:static" not in generation
+    wrong = invoke("variants", "--task", "vision")
+    assert wrong.exit_code == 2 and "unknown task 'vision'" in wrong.output
+
+
 def test_bad_recipe_key_exits_2_naming_the_key(tmp_path):
     path = write_recipe(tmp_path / "bad.yaml", {"tune": {"epoch": 3}})
     result = invoke("run", path, "-o", tmp_path / "run")

@@ -18,7 +18,7 @@ def test_sample_split_is_stratified_deduplicated_and_complete(tmp_path):
     rows = read_rows(recipe_from_dict({"data": {"source": "sms-spam-sample"}}).data)
     unique_texts = {r["text"] for r in rows}
     assert sum(len(v) for v in splits.values()) == len(unique_texts)
-    assert manifest["metrics"]["duplicates_removed"] == len(rows) - len(unique_texts)
+    assert manifest.metrics["duplicates_removed"] == len(rows) - len(unique_texts)
     texts = [{r["text"] for r in v} for v in splits.values()]
     assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
     overall = sum(r["label"] == "spam" for r in rows) / len(rows)

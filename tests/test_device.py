@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from sshd import LocalSshd, free_port
 
+from bench.sshd import LocalSshd, free_port
 from edgeft.core.artifacts import read_manifest, write_manifest
 from edgeft.stages.package import package
 
@@ -67,10 +67,10 @@ def test_bench_on_a_device_over_ssh_matches_the_local_accuracy_exactly(bundles, 
     # the device reports itself; this one is this machine, behind ssh
     assert there["machine"]["cpus"] >= 1 and there["machine"]["cpu"] and there["machine"]["os"]
     assert there["versions"]["edgeft-runtime"] == "0.1.0" and "torch" not in there["versions"]
-    assert there["latency_ms"][0]["p50"] > 0 and there["cold_start"]["first_result_s"]["median"] > 0
+    assert there["latency"][0]["p50_ms"] > 0 and there["cold_start"]["first_result_s"]["median"] > 0
     # the copy on the device is complete and checks against its manifest
     copies = [p for p in (device["remote"] / "bundles").iterdir()]
-    assert len(copies) == 1 and read_manifest(copies[0], stage="package")["variant"] == "int8-dynamic"
+    assert len(copies) == 1 and read_manifest(copies[0], stage="package").variant == "int8-dynamic"
     assert "device" in (device["out"] / "report.md").read_text()
     # the ledger's device step: the same eval examples there and here, recomputed from the predictions
     last = report["ledger"]["steps"][-1]
@@ -106,7 +106,7 @@ def test_the_runtime_wheel_alone_runs_predict_chat_bench_and_verify(bundles, dev
                            text=True)
     row = json.loads(bench.stdout)["variants"][0]
     assert row["predictions"] == bundles["gen_scored"]["predictions"][:len(row["predictions"])]
-    assert row["latency_ms"][0]["decode_tokens_per_s"]["median"] > 0 and row["peak_rss_bytes"]
+    assert row["decode"][0]["decode_tokens_per_s"]["median"] > 0 and row["peak_rss_bytes"]
     # the int4 bundle carries an fp32-compute prompt graph, which only AVX-512 CPUs take
     from edgeft.runtime.machine import cpu_flags
     assert (gen / "model.prefill.avx512.onnx").exists()
@@ -125,7 +125,7 @@ def test_the_runtime_wheel_alone_runs_predict_chat_bench_and_verify(bundles, dev
     merges = tokenizer["model"]["merges"]
     del merges[next(i for i, m in enumerate(merges) if (m if isinstance(m, str) else " ".join(m)) == "Ġ t")]
     (edited / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False))
-    write_manifest(edited, stage="package", task="generation", inputs=[], config=read_manifest(edited, verify=False)["config"])
+    write_manifest(edited, stage="package", task="generation", inputs=[], config=read_manifest(edited, verify=False).config)
     refused = subprocess.run([cli, "verify", edited], capture_output=True, text=True)
     assert refused.returncode == 2 and "tokenizes" in refused.stderr
     assert "differently than when the bundle was made" in refused.stderr

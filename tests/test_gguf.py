@@ -11,6 +11,7 @@ import sys
 import pytest
 from conftest import copy_tree, generation_recipe, write_recipe
 
+from edgeft.core.artifacts import read_manifest
 from edgeft.generation.llamacpp_build import cmake_args
 from edgeft.runtime.files import GGUF_FILE
 
@@ -43,17 +44,17 @@ def gguf_run(tiny_llama, tmp_path_factory):
 
 def test_gguf_export_matches_pytorch_and_quantizes_with_llama_cpp(gguf_run):
     run, _ = gguf_run
-    exported = json.loads((run / "export-gguf/manifest.json").read_text())
-    parity = exported["metrics"]["parity"]
-    assert exported["format"] == "gguf" and exported["backend"] == "gguf"
+    exported = read_manifest(run / "export-gguf")
+    parity = exported.metrics["parity"]
+    assert exported.format == "gguf" and exported.backend == "gguf"
     assert parity["passed"] and parity["greedy_identical"] and parity["max_abs_logit_diff"] < 1e-3
     f32 = (run / "export-gguf" / GGUF_FILE).stat().st_size
     sizes = {v["name"]: (run / "quantize" / v["name"] / GGUF_FILE).stat().st_size for v in GGUF_VARIANTS}
     assert sizes["q4_0"] < sizes["q8_0"] < f32  # really requantized, by llama.cpp's types
     for v in GGUF_VARIANTS:
-        manifest = json.loads((run / "quantize" / v["name"] / "manifest.json").read_text())
-        assert manifest["format"] == "gguf" and manifest["details"]["gguf_type"] == v["type"]
-        assert manifest["metrics"]["vs_fp32"]["compared"] > 0
+        manifest = read_manifest(run / "quantize" / v["name"])
+        assert manifest.format == "gguf" and manifest.details["gguf_type"] == v["type"]
+        assert manifest.metrics["vs_fp32"]["compared"] > 0
 
 
 def test_bench_scores_and_times_gguf_variants_beside_onnx(gguf_run):
@@ -65,7 +66,7 @@ def test_bench_scores_and_times_gguf_variants_beside_onnx(gguf_run):
         row = rows[name]
         assert row["format"] == "gguf" and "error" not in row
         assert len(row["predictions"]) == len(onnx["predictions"]) == report["test_examples"]
-        speed = row["latency_ms"][0]
+        speed = row["decode"][0]
         assert speed["decode_tokens_per_s"]["median"] > 0 and speed["prefill_tokens_per_s"]["median"] > 0
         assert row["peak_rss_bytes"]["1"] > 0
     # F32 GGUF and the merged PyTorch model answer the same held-out questions the same way
@@ -80,10 +81,10 @@ def test_packaged_gguf_has_its_hashes_readme_and_runs_in_llama_cpp(gguf_run):
 
     run, _ = gguf_run
     bundle = run / "package"
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["format"] == "gguf" and manifest["gguf_type"] == "Q8_0"
+    manifest = read_manifest(bundle)
+    assert manifest.format == "gguf" and manifest.gguf_type == "Q8_0"
     digest = hashlib.sha256((bundle / GGUF_FILE).read_bytes()).hexdigest()
-    assert manifest["files"][GGUF_FILE]["sha256"] == digest
+    assert manifest.files[GGUF_FILE]["sha256"] == digest
     readme = (bundle / "README.md").read_text()
     assert f"llama-cli -m {GGUF_FILE}" in readme and "ollama create" in readme and "exact match" in readme
     # llama.cpp's own tokenizer and chat template (inside the GGUF) give the ids the model was tuned on

@@ -9,9 +9,10 @@ import torch
 from conftest import generation_recipe
 
 from edgeft import EdgeftError
-from edgeft.core.recipe import Int4Variant, recipe_from_dict
+from edgeft.core.recipe import recipe_from_dict
 from edgeft.generation.genai import build_genai
 from edgeft.generation.models import load_model
+from edgeft.generation.weight_only import GenaiWeightOnly
 from edgeft.runtime import Generator
 from edgeft.runtime.files import GENERATION_FILE
 from edgeft.stages.data import prepare_data
@@ -30,7 +31,7 @@ def matmulnbits_bits(folder) -> dict:
 def test_the_grid_is_what_the_shipped_int4_graph_computes(tiny_llama, tmp_path):
     """PyTorch on the grid and onnxruntime's int4 graph (fp32 compute: accuracy level 1) give the same logits; the
     fp32 model is far from both, so the comparison can fail."""
-    variant = Int4Variant(name="int4", method="int4", source="genai", accuracy_level=1, head_bits=8)
+    variant = GenaiWeightOnly(name="int4", method="int4", source="genai", accuracy_level=1, head_bits=8)
     out = tmp_path / "int4"
     out.mkdir()
     build_genai(tiny_llama, out, precision="int4", variant=variant)
@@ -63,9 +64,9 @@ def test_qlora_on_the_int4_grid_trains_and_merges_through_a_gate_on_that_grid(ti
         merge={"min_agreement": 0.9}))
     prepare_data(recipe, tmp_path / "data")
     tuned = tune(recipe, tmp_path / "data", tmp_path / "tune", progress=False)
-    assert tuned["config"]["base_quant"] == "int4"
-    assert tuned["metrics"]["mode"]["mode"] == "int4 grid" and tuned["metrics"]["mode"]["grid_linears"] == 14
-    checks = merge(recipe, tmp_path / "tune", tmp_path / "merge")["metrics"]
+    assert tuned.config["base_quant"] == "int4"
+    assert tuned.metrics["mode"]["mode"] == "int4 grid" and tuned.metrics["mode"]["grid_linears"] == 14
+    checks = merge(recipe, tmp_path / "tune", tmp_path / "merge").metrics
     assert checks["gate"]["against"] == "vs_trained_int4" and checks["gate"]["passed"]
     assert checks["vs_trained_int4"]["compared"] > 0
     # trained and merged-then-rounded differ only where rounding W + BA differs from W's rounding + BA
@@ -78,11 +79,11 @@ def test_qlora_on_the_int4_grid_trains_and_merges_through_a_gate_on_that_grid(ti
 def test_int8_weight_variant_ships_8_bit_weights_with_the_shared_embedding_repaired(gen_run, tmp_path):
     """onnxruntime-genai 0.15.2 writes int8 with a dangling shared-embedding weight; edgeft repairs it."""
     run_dir, recipe, _ = gen_run
-    variant = Int4Variant(name="int8", method="int8-weights", source="genai", accuracy_level=4)
+    variant = GenaiWeightOnly(name="int8", method="int8-weights", source="genai", accuracy_level=4)
     manifest = quantize_variant(recipe, run_dir / "export-genai", variant, tmp_path / "int8")
     bits = matmulnbits_bits(tmp_path / "int8")
     assert set(bits.values()) == {8} and any("embed" in n for n in bits)
-    assert manifest["metrics"]["vs_fp32"]["agreement"] >= 0.9
+    assert manifest.metrics["vs_fp32"]["agreement"] >= 0.9
     fp32 = Generator(run_dir / "export-genai", verify=False)
     int8 = Generator(tmp_path / "int8", verify=False)
     assert list(int8.generate_ids(PROMPT, 6, stop=False)) == list(fp32.generate_ids(PROMPT, 6, stop=False))
@@ -91,5 +92,5 @@ def test_int8_weight_variant_ships_8_bit_weights_with_the_shared_embedding_repai
 def test_hqq_on_the_genai_builder_is_refused_by_name(tiny_llama):
     recipe = generation_recipe(tiny_llama)
     recipe["quantize"]["variants"][0]["algorithm"] = "hqq"
-    with pytest.raises(EdgeftError, match=r"quantize.variants.0 \(int4\): algorithm 'hqq' needs source 'optimum'"):
+    with pytest.raises(EdgeftError, match=r"quantize.variants.0.algorithm: Input should be 'rtn' or 'k_quant'"):
         recipe_from_dict(recipe)

@@ -53,7 +53,7 @@ def test_gate_refuses_a_merge_that_drifts_from_the_nf4_model_that_was_trained(tm
     # the same merge passes a gate set below the agreement it measured, and records it
     agreement = float(message.split(" on ")[1].split("%")[0]) / 100
     lenient = recipe.model_copy(update={"merge": recipe.merge.model_copy(update={"min_agreement": agreement - 0.01})})
-    checks = merge(lenient, tmp_path / "tune", tmp_path / "merge")["metrics"]
+    checks = merge(lenient, tmp_path / "tune", tmp_path / "merge").metrics
     assert checks["vs_trained_nf4"]["agreement"] == pytest.approx(agreement, abs=1e-3)
     assert checks["vs_trained_nf4"]["max_abs_logit_diff"] > 0.5  # the NF4 gap, far above ...
     assert checks["vs_adapter_fp32"]["max_abs_logit_diff"] < 1e-3  # ... the merge arithmetic itself

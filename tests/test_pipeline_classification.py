@@ -16,21 +16,21 @@ def test_every_stage_wrote_a_verified_manifest_with_lineage(cls_run):
               "quantize/int8-dynamic": "quantize", "quantize/int8-static": "quantize", "quantize/int4": "quantize",
               "bench": "bench"}
     manifests = {name: read_manifest(run_dir / name, stage=stage) for name, stage in stages.items()}
-    tune_inputs = {r["role"] for r in manifests["tune"]["inputs"]}
+    tune_inputs = {r["role"] for r in manifests["tune"].inputs}
     assert tune_inputs == {"data", "base_model"}
-    assert manifests["merge"]["inputs"][0]["fingerprint"] != manifests["export-optimum"]["inputs"][0]["fingerprint"]
+    assert manifests["merge"].inputs[0]["fingerprint"] != manifests["export-optimum"].inputs[0]["fingerprint"]
     # lineage inside the run folder is relative, so the folder can move; outside it stays absolute
-    assert manifests["quantize/int4"]["inputs"][0]["path"] == "../../export-optimum"
-    assert manifests["tune"]["inputs"][0]["path"] == "../data"
-    base_ref = next(r for r in manifests["tune"]["inputs"] if r["role"] == "base_model")
+    assert manifests["quantize/int4"].inputs[0]["path"] == "../../export-optimum"
+    assert manifests["tune"].inputs[0]["path"] == "../data"
+    base_ref = next(r for r in manifests["tune"].inputs if r["role"] == "base_model")
     assert base_ref["path"].startswith("/")
-    assert manifests["tune"]["metrics"]["steps"] > 0
-    assert all("torch" in m["versions"] for m in manifests.values())
+    assert manifests["tune"].metrics["steps"] > 0
+    assert all("torch" in m.versions for m in manifests.values())
 
 
 def test_merge_parity_is_recorded_and_exact_against_the_fp32_adapter(cls_run):
     run_dir, _, _ = cls_run
-    checks = read_manifest(run_dir / "merge")["metrics"]
+    checks = read_manifest(run_dir / "merge").metrics
     assert checks["vs_adapter_fp32"]["max_abs_logit_diff"] < 1e-4
     assert checks["vs_adapter_fp32"]["agreement"] == 1.0
     assert checks["gate"]["passed"] is True and checks["gate"]["against"] == "vs_adapter_fp32"
@@ -38,7 +38,7 @@ def test_merge_parity_is_recorded_and_exact_against_the_fp32_adapter(cls_run):
 
 def test_export_matches_pytorch(cls_run):
     run_dir, _, _ = cls_run
-    parity = read_manifest(run_dir / "export-optimum")["metrics"]["parity"]
+    parity = read_manifest(run_dir / "export-optimum").metrics["parity"]
     assert parity["max_abs_logit_diff"] < 1e-4 and parity["agreement"] == 1.0 and parity["passed"]
 
 
@@ -48,7 +48,7 @@ def test_every_quantized_variant_stays_close_to_fp32(cls_run):
     run_dir, _, _ = cls_run
     limits = {"int8-dynamic": (0.95, 0.5), "int8-static": (0.9, 1.0), "int4": (0.9, 1.0)}
     for name, (min_agreement, max_diff) in limits.items():
-        drift = read_manifest(run_dir / "quantize" / name)["metrics"]["vs_fp32"]
+        drift = read_manifest(run_dir / "quantize" / name).metrics["vs_fp32"]
         assert drift["compared"] > 20
         assert drift["agreement"] >= min_agreement and drift["max_abs_logit_diff"] <= max_diff, (name, drift)
 
@@ -80,9 +80,9 @@ def test_bench_report_json_csv_md_and_plot(cls_run):
         assert len(v["predictions"]) == len(test)
         assert v["metrics"]["accuracy"] == pytest.approx(np.mean([p == r["label"] for p, r in zip(v["predictions"], test)]))
         if v["name"] == "trained":  # scored for the ledger, not timed
-            assert v["stage"] == "tune" and v["latency_ms"] == [] and v["peak_rss_bytes"] == {}
+            assert v["stage"] == "tune" and v["latency"] == [] and v["peak_rss_bytes"] == {}
             continue
-        lat = v["latency_ms"][0]
+        lat = v["latency"][0]
         assert lat["threads"] == 1 and lat["samples"] == recipe.bench.iterations * recipe.bench.rounds
         assert v["throughput"][0]["examples_per_s"]["median"] > 0
         model_file = "model.safetensors" if v["format"] == "pytorch" else "model.onnx"
@@ -96,7 +96,8 @@ def test_bench_report_json_csv_md_and_plot(cls_run):
     with open(run_dir / "bench/report.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 7 and rows[0]["variant"] == "trained"
-    assert float(rows[1]["latency_p50_ms"]) == pytest.approx(by_name["pytorch-fp32"]["latency_ms"][0]["p50"])
+    assert float(rows[1]["p50_ms"]) == pytest.approx(by_name["pytorch-fp32"]["latency"][0]["p50_ms"])
+    assert "table" not in saved and "plot" not in saved  # shown from the rows, never stored pre-formatted
     assert "| pytorch-fp32 " in (run_dir / "bench/report.md").read_text()
     assert (run_dir / "bench/accuracy_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert saved["machine"]["cpus"] >= 1 and saved["versions"]["onnxruntime"]
@@ -126,8 +127,8 @@ def test_a_moved_run_folder_still_verifies_its_lineage(cls_run, tmp_path):
     (run_dir / "data").rename(run_dir / "data.away")  # the original no longer matters
     try:
         again = quantize(recipe, moved / "export-optimum", moved / "quantize", only=["int8-dynamic"])[0]
-        assert again["_folder"] == str(moved / "quantize" / "int8-dynamic")
-        assert again["metrics"]["vs_fp32"]["agreement"] == manifest["metrics"]["vs_fp32"]["agreement"]
+        assert again.folder == moved / "quantize" / "int8-dynamic" and not again.reused
+        assert again.metrics["vs_fp32"]["agreement"] == manifest.metrics["vs_fp32"]["agreement"]
     finally:
         (run_dir / "data.away").rename(run_dir / "data")
 

@@ -78,8 +78,70 @@ def test_a_grid_trained_recipe_keeps_its_int4_variants_on_the_grid_and_gguf_on_i
     recipe = load_recipe("assistant-trec-smollm2", ["tune.grid_block_size=32", "quantize.variants.0.block_size=32",
                                                     "quantize.variants.1.block_size=32"])
     assert recipe.tune.grid_block_size == 32
-    with pytest.raises(EdgeftError, match="llama.cpp types .method gguf. are made from source 'gguf'"):
+    with pytest.raises(EdgeftError, match=r"quantize.variants.0 \(q\): no variant kind 'genai:gguf' \(source:method\) "
+                                          r"for task generation \(known: genai:int4, genai:int8-weights, gguf:gguf, "):
         recipe_from_dict({"task": "generation", "export": {"backends": ["genai"]},
                           "quantize": {"variants": [{"name": "q", "source": "genai", "method": "gguf"}]}})
-    with pytest.raises(EdgeftError, match="'gguf' exports decoders"):
+    with pytest.raises(EdgeftError, match=r"export.backends: 'gguf' does not export classification models \(use optimum\)"):
         recipe_from_dict({"export": {"backends": ["gguf"]}, "quantize": {"variants": []}})
+
+
+def test_each_task_has_its_own_fields_and_variant_kinds():
+    """A generation field on a classifier's recipe, and a classifier-only kind on a decoder's, are refused."""
+    with pytest.raises(EdgeftError, match="data.system_prompt: unknown key"):
+        recipe_from_dict({"data": {"system_prompt": "Be brief."}})
+    generation = recipe_from_dict({"task": "generation", "data": {"system_prompt": "Be brief."}})
+    assert generation.data.system_prompt == "Be brief." and type(generation).__name__ == "GenerationRecipe"
+    assert [(v.source, v.method) for v in generation.quantize.variants] == [("optimum", "dynamic"), ("optimum", "int4")]
+    with pytest.raises(EdgeftError, match="no variant kind 'optimum:static' .source:method. for task generation"):
+        recipe_from_dict({"task": "generation", "quantize": {"variants": [{"name": "s", "method": "static"}]}})
+    with pytest.raises(EdgeftError, match="quantize.variants.0.kv_cache: unknown key"):
+        recipe_from_dict({"task": "generation", "quantize": {"variants": [{"name": "k", "method": "int4",
+                                                                            "kv_cache": "int8"}]}})
+    with pytest.raises(EdgeftError, match=r"task: unknown task 'vision' \(known: classification, generation\)"):
+        recipe_from_dict({"task": "vision"})
+
+
+def test_every_variant_kind_is_registered_by_the_module_that_builds_it():
+    from edgeft.core.recipe import load_recipe
+    from edgeft.core.variants import kind_of, kinds_for
+
+    expected = {("classification", "optimum", "dynamic"): "edgeft.quantizers.dynamic",
+                ("classification", "optimum", "static"): "edgeft.classification.quantize",
+                ("classification", "optimum", "int4"): "edgeft.classification.quantize",
+                ("generation", "optimum", "dynamic"): "edgeft.quantizers.dynamic",
+                ("generation", "optimum", "int4"): "edgeft.generation.weight_only",
+                ("generation", "genai", "int8-weights"): "edgeft.generation.weight_only",
+                ("generation", "gguf", "gguf"): "edgeft.generation.gguf"}
+    load_recipe("assistant-trec-smollm2")  # registers the generation kinds
+    load_recipe("sms-spam-minilm")
+    for (task, source, method), module in expected.items():
+        kind = kind_of(task, source, method)
+        assert kind.module == module and kind.config.__module__.startswith(("edgeft.quantizers", module))
+    assert len(kinds_for("generation")) == 4 and len(kinds_for("classification")) == 3
+    with pytest.raises(EdgeftError, match="no variant kind 'gguf:gguf' for task classification"):
+        kind_of("classification", "gguf", "gguf")
+
+
+def test_a_recipe_extends_another_and_states_only_what_differs(tmp_path):
+    from edgeft.core.recipe import load_recipe
+
+    base = load_recipe("assistant-trec-smollm2")
+    child = tmp_path / "mine.yaml"
+    child.write_text("extends: assistant-trec-smollm2\ntune: {epochs: 2}\n"
+                     "quantize: {variants: [{name: int4, source: genai, method: int4, block_size: 64}]}\n")
+    mine = load_recipe(child)
+    assert mine.name == "mine" and mine.task == "generation" and mine.tune.epochs == 2
+    assert mine.tune.lora == base.tune.lora and mine.data == base.data  # sections merge field by field
+    assert [v.name for v in mine.quantize.variants] == ["int4"]  # a list replaces the base's whole
+    assert load_recipe(child, ["tune.epochs=3"]).tune.epochs == 3
+    (tmp_path / "b.yaml").write_text("extends: mine.yaml\nseed: 7\n")  # a file beside it, extended in turn
+    assert load_recipe(tmp_path / "b.yaml").seed == 7 and load_recipe(tmp_path / "b.yaml").tune.epochs == 2
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
+    with pytest.raises(EdgeftError, match="'extends' loops back to it"):
+        load_recipe(tmp_path / "loop.yaml")
+    (tmp_path / "missing.yaml").write_text("extends: no-such-recipe\n")
+    with pytest.raises(EdgeftError, match="recipe not found: no-such-recipe"):
+        load_recipe(tmp_path / "missing.yaml")
+    vs = load_recipe("assistant-trec-vs-llamacpp")  # the built-in variant recipe extends the assistant
+    assert vs.data == base.data and vs.tune == base.tune and vs.export.backends == ["genai", "gguf"]

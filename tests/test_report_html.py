@@ -15,6 +15,7 @@ from conftest import copy_tree
 from edgeft.benchkit.report import write_reports
 from edgeft.benchkit.select import select_variant
 from edgeft.core.recipe import SelectSection
+from edgeft.core.tasks import get_task
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -62,7 +63,7 @@ def page(cls_run, tmp_path_factory):
     report = json.loads((run_dir / "bench/report.json").read_text())
     report["selection"] = select_variant(report, SelectSection(max_quality_drop=5, objective="smallest"))
     folder = tmp_path_factory.mktemp("html")
-    write_reports(report, folder)
+    write_reports(report, folder, get_task(report["task"]).report_view(report))
     return folder / "report.html", report
 
 
@@ -81,9 +82,10 @@ def test_a_headless_browser_renders_the_report_with_report_jsons_numbers(page, t
     parsed = Tables()
     parsed.feed(dom)
     results = parsed.tables["results"]
-    assert results[0] == report["table"]["headers"] and results[1:] == report["table"]["rows"]
+    shown = get_task(report["task"]).report_view(report)[0]
+    assert results[0] == shown["headers"] and results[1:] == shown["rows"]
     rows = {v["name"]: v for v in report["variants"]}
-    accuracy = report["table"]["headers"].index("accuracy")
+    accuracy = shown["headers"].index("accuracy")
     for cells in results[1:]:
         assert float(cells[accuracy]) == pytest.approx(rows[cells[0]]["metrics"]["accuracy"], abs=5e-5)
     ledger = parsed.tables["ledger"]
@@ -106,14 +108,14 @@ def test_run_with_a_budget_ships_the_variant_the_rule_picks_and_says_why(cls_run
     report = json.loads((moved / "bench/report.json").read_text())
     expected = select_variant(report, budget.select)
     shipped = read_manifest(moved / "package", stage="package")
-    assert shipped["variant"] == expected["chosen"] == report["selection"]["chosen"]
-    assert shipped["config"]["selection"]["rule"] == "smallest that fits"
+    assert shipped.variant == expected["chosen"] == report["selection"]["chosen"]
+    assert shipped.config["selection"]["rule"] == "smallest that fits"
     sizes = {v["name"]: v["size_bytes"] for v in report["variants"] if v["stage"] in ("export", "quantize")}
     fitting = [v["name"] for v in expected["verdicts"] if v["status"] == "fits"]
     assert sizes[expected["chosen"]] == min(sizes[n] for n in fitting)
     said = capfd.readouterr().err
     assert f"select: chosen: {expected['chosen']} (smallest that fits" in said
-    assert "report.html" in read_manifest(moved / "bench", stage="bench")["files"]
+    assert "report.html" in read_manifest(moved / "bench", stage="bench").files
     assert f"chosen: {expected['chosen']}" in (moved / "bench/report.html").read_text()
     nothing = recipe_from_dict({**recipe.model_dump(mode="json"), "select": {"max_size_mib": 0.001}})
     from edgeft import EdgeftError

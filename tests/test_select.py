@@ -12,6 +12,7 @@ from edgeft.benchkit.paired import examples_to_decide, paired_drop
 from edgeft.benchkit.select import describe, select_variant
 from edgeft.cli import cli
 from edgeft.core.recipe import SelectSection
+from edgeft.runtime.report import Decode, Latency, Row, Spread
 
 N = 200
 
@@ -20,12 +21,19 @@ def correct(wrong: set[int]) -> list[bool]:
     return [i not in wrong for i in range(N)]
 
 
-def row(name, stage="quantize", wrong=(), size_mib=20.0, p90=2.0, p50=1.0, rss_mib=200.0, fmt="onnx", **latency):
-    entry = {"threads": 2, "p50": p50, "p90": p90, "round_p50": {"median": p50, "min": p50 * 0.9, "max": p50 * 1.2},
-             "round_p90": {"median": p90, "min": p90 * 0.9, "max": p90 * 1.3}, **latency}
+def row(name, stage="quantize", wrong=(), size_mib=20.0, p90=2.0, p50=1.0, rss_mib=200.0, fmt="onnx", threads=2,
+        ttft_ms=None, decode_tokens_per_s=None):
+    """A report row as the bench writes it: a classifier's latency, or a generator's decode entry."""
     ok = correct(set(wrong))
-    return {"name": name, "stage": stage, "format": fmt, "size_bytes": size_mib * 2**20, "correct": ok,
-            "metrics": {"accuracy": sum(ok) / N}, "latency_ms": [entry], "peak_rss_bytes": {"2": rss_mib * 2**20}}
+    r = Row(name, fmt, stage, int(size_mib * 2**20), metrics={"accuracy": sum(ok) / N}, correct=ok,
+            peak_rss_bytes={str(threads): int(rss_mib * 2**20)})
+    if decode_tokens_per_s:
+        r.decode = [Decode(threads, 32, 8, Spread(**ttft_ms), Spread(100, 90, 110), Spread(**decode_tokens_per_s),
+                           1000 / decode_tokens_per_s["median"], 1.1 * 1000 / decode_tokens_per_s["median"], 12.0)]
+    else:
+        r.latency = [Latency(threads, p50, p90, p90 * 1.1, p50 * 0.8, p90 * 1.3, 60, Spread(p50, p50 * 0.9, p50 * 1.2),
+                             Spread(p90, p90 * 0.9, p90 * 1.3))]
+    return r.to_json()
 
 
 def report(*rows, metric="accuracy"):
@@ -112,8 +120,8 @@ def test_when_nothing_fits_the_error_names_the_nearest_variant_and_what_it_misse
 
 def test_device_measurements_replace_the_hosts_for_the_variant_they_measured():
     rep = report(REFERENCE, row("int8", wrong=range(10), p90=2.0), row("int4", wrong=range(10), p90=3.0))
-    device_row = {**row("int8", p90=8.0), "where": "device", "variant": "int8", "machine": {"cpu": "Cortex-A76"}}
-    device_row["latency_ms"][0]["threads"] = 4
+    device_row = {**row("int8", p90=8.0, threads=4), "where": "device", "variant": "int8", "threads": 4,
+                  "machine": {"cpu": "Cortex-A76"}}
     sel = select_variant(rep, SelectSection(max_p90_ms=4), [{"variants": [device_row]}])
     by = {v["name"]: v for v in sel["verdicts"]}
     assert by["int8"]["status"] == "rejected" and sel["chosen"] == "int4"

@@ -36,7 +36,7 @@ def test_every_stage_of_a_run_logs_settings_metrics_and_reports_to_mlflow(cls_ru
     for row in report["variants"]:
         assert bench[f"{row['name']}.metrics.accuracy"] == pytest.approx(row["metrics"]["accuracy"])
     int8 = next(r for r in report["variants"] if r["name"] == "int8-dynamic")
-    assert bench["int8-dynamic.latency.1t.p50"] == pytest.approx(int8["latency_ms"][0]["p50"])
+    assert bench["int8-dynamic.latency.1t.p50_ms"] == pytest.approx(int8["latency"][0]["p50_ms"])
     assert runs["tune"].data.params["epochs"] == str(recipe.tune.epochs)
     tuned = json.loads((moved / "tune/manifest.json").read_text())["metrics"]["best_validation"]
     assert runs["tune"].data.metrics["best_validation.accuracy"] == pytest.approx(tuned["accuracy"])

@@ -10,6 +10,7 @@ from conftest import classification_recipe, default_sigint, write_recipe
 from safetensors.torch import load_file
 
 from edgeft import EdgeftError
+from edgeft.core.artifacts import read_manifest
 from edgeft.core.recipe import recipe_from_dict
 from edgeft.stages.data import prepare_data
 from edgeft.stages.tune import tune
@@ -57,14 +58,14 @@ def test_resume_after_interrupt_gives_the_same_adapter_as_an_uninterrupted_run(t
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     assert f"resuming from step {stopped_at} of 120" in err
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["metrics"]["steps"] == 120
+    manifest = read_manifest(out)
+    assert manifest.metrics["steps"] == 120
     assert not (out / "checkpoint").exists() and not (tmp_path / "tuned.partial").exists()
 
     straight = tune(recipe_from_dict(classification_recipe(tiny_bert, tune=settings)), sms_data, tmp_path / "straight",
                     progress=False)
-    assert straight["metrics"]["best_validation"]["loss"] == pytest.approx(
-        manifest["metrics"]["best_validation"]["loss"], rel=1e-4)
+    assert straight.metrics["best_validation"]["loss"] == pytest.approx(
+        manifest.metrics["best_validation"]["loss"], rel=1e-4)
     a, b = load_file(out / "adapter_model.safetensors"), load_file(tmp_path / "straight" / "adapter_model.safetensors")
     assert a.keys() == b.keys()
     for key in a:
@@ -74,11 +75,11 @@ def test_resume_after_interrupt_gives_the_same_adapter_as_an_uninterrupted_run(t
 def test_qlora_trains_on_cpu_and_keeps_the_best_epoch(tmp_path, tiny_bert, sms_data):
     recipe = recipe_from_dict(classification_recipe(tiny_bert, tune={"method": "qlora", "epochs": 3}))
     manifest = tune(recipe, sms_data, tmp_path / "q", progress=False)
-    history = manifest["metrics"]["history"]
+    history = manifest.metrics["history"]
     assert len(history) == 3
     best = max(history, key=lambda h: (h["macro_f1"], -h["loss"]))
-    assert manifest["metrics"]["best_validation"] == best
-    assert manifest["config"]["method"] == "qlora"
+    assert manifest.metrics["best_validation"] == best
+    assert manifest.config["method"] == "qlora"
     config = json.loads((tmp_path / "q" / "adapter_config.json").read_text())
     assert config["r"] == 8 and "classifier" in config["modules_to_save"]
     assert (tmp_path / "q" / "tokenizer.json").exists()
@@ -102,8 +103,8 @@ def test_resume_from_an_epoch_boundary_with_gradient_accumulation(tmp_path, tiny
     settings = {"epochs": 2, "batch_size": 16, "gradient_accumulation": 2, "checkpoint_every": 10_000}
     recipe = recipe_from_dict(classification_recipe(tiny_bert, tune=settings))
     straight = tune(recipe, sms_data, tmp_path / "straight", progress=False)
-    steps = straight["metrics"]["steps"]
-    assert len(straight["metrics"]["history"]) == 2 and steps == 2 * straight["metrics"]["history"][0]["step"]
+    steps = straight.metrics["steps"]
+    assert len(straight.metrics["history"]) == 2 and steps == 2 * straight.metrics["history"][0]["step"]
 
     recipe_file = write_recipe(tmp_path / "r.yaml", classification_recipe(tiny_bert, tune=settings))
     out = tmp_path / "tuned"
@@ -117,10 +118,10 @@ def test_resume_from_an_epoch_boundary_with_gradient_accumulation(tmp_path, tiny
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     assert f"resuming from step {steps // 2} of {steps}" in err
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["metrics"]["steps"] == steps
-    assert [round(h["loss"], 4) for h in manifest["metrics"]["history"]] == \
-           [round(h["loss"], 4) for h in straight["metrics"]["history"]]
+    manifest = read_manifest(out)
+    assert manifest.metrics["steps"] == steps
+    assert [round(h["loss"], 4) for h in manifest.metrics["history"]] == \
+           [round(h["loss"], 4) for h in straight.metrics["history"]]
     a, b = load_file(out / "adapter_model.safetensors"), load_file(tmp_path / "straight" / "adapter_model.safetensors")
     for key in a:
         assert (a[key] - b[key]).abs().max() < 1e-4, key

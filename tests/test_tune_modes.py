@@ -34,8 +34,8 @@ def test_every_qlora_mode_learns_the_same_curve_from_the_same_nf4_weights(tmp_pa
         recipe = recipe_from_dict(generation_recipe(
             tiny_llama, tune={"method": "qlora", "qlora_mode": mode, "max_steps": 5, "batch_size": 8}))
         manifest = tune(recipe, trec_data, tmp_path / mode, progress=False)
-        assert manifest["metrics"]["mode"]["mode"] == mode
-        curves[mode] = manifest["metrics"]["loss_curve"]
+        assert manifest.metrics["mode"]["mode"] == mode
+        curves[mode] = manifest.metrics["loss_curve"]
     assert len(curves["plain"]) == 5 and curves["plain"][0] > curves["plain"][-1]
     for mode in ("dequantized", "4bit"):
         for a, b in zip(curves["plain"], curves[mode]):
@@ -132,8 +132,8 @@ def test_qlora_decoder_goes_through_merge_against_the_nf4_model(tmp_path, tiny_l
         tiny_llama, tune={"method": "qlora", "qlora_mode": "plain", "max_steps": 4, "batch_size": 8},
         merge={"min_agreement": 0.9}))
     tuned = tune(recipe, trec_data, tmp_path / "tune", progress=False)
-    assert tuned["metrics"]["mode"]["mode"] == "plain"
-    checks = merge(recipe, tmp_path / "tune", tmp_path / "merge")["metrics"]
+    assert tuned.metrics["mode"]["mode"] == "plain"
+    checks = merge(recipe, tmp_path / "tune", tmp_path / "merge").metrics
     assert checks["gate"] == {"against": "vs_trained_nf4", "min_agreement": 0.9, "passed": True}
     assert checks["vs_trained_nf4"]["compared"] == checks["vs_adapter_fp32"]["compared"] > 0
     # the NF4 gap is real but small next to the answer-token logits; the merge arithmetic is exact

@@ -85,15 +85,16 @@ def machine_html(report: dict) -> str:
             f"<li>versions: {esc(versions)}</li><li>reproduce: <code>{esc(report.get('command', ''))}</code></li></ul>")
 
 
-def render(report: dict) -> str:
+def render(report: dict, table: dict, spec: dict | None) -> str:
+    """The page for a report, with its table and plot spec (the task's `report_view`)."""
     selection = report.get("selection")
     chosen = selection.get("chosen") if selection else None
-    plot = plot_svg(report["plot"], chosen) if report.get("plot", {}).get("points") else ""
+    plot = plot_svg(spec, chosen) if spec and spec.get("points") else ""
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' "
             f"content='width=device-width, initial-scale=1'><title>{esc(report.get('recipe'))}: edgeft bench</title>"
             f"<style>{STYLE}</style></head><body><h1>{esc(report.get('recipe'))}: edgeft bench</h1>"
             f"<p class='muted'>{esc(report.get('task', ''))}, {esc(report.get('test_examples'))} test examples</p>"
-            f"<h2>Results</h2>{table_html(report['table'], 'results', lambda row: 'chosen' if row[0] == chosen else '')}"
+            f"<h2>Results</h2>{table_html(table, 'results', lambda row: 'chosen' if row[0] == chosen else '')}"
             f"<p class='muted'>{esc(report.get('quality', ''))}</p>"
             f"<h2>Quality against speed</h2>{plot}<h2>Selection</h2>{selection_html(selection)}"
             f"<h2>Accuracy ledger</h2>{ledger_html(report.get('ledger'))}<h2>Machine and command</h2>"

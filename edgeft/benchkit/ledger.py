@@ -15,18 +15,18 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from edgeft.core.artifacts import resolve_input
+from edgeft.core.artifacts import Manifest, resolve_input
 
 STEP_NAMES = {"tune": "trained (adapter on its training base)", "merge": "merged into fp32",
               "export": "exported to ONNX", "quantize": "quantized", "device": "on the device"}
 
 
-def previous_steps(models: list[tuple[str, Path, dict]]) -> dict[str, str | None]:
+def previous_steps(models: list[tuple[str, Path, Manifest]]) -> dict[str, str | None]:
     """Each model's previous step: the model among `models` its manifest names as an input."""
     by_path = {str(Path(path).resolve()): name for name, path, _ in models}
     previous = {}
     for name, _, manifest in models:
-        refs = [str(resolve_input(manifest, ref).resolve()) for ref in manifest.get("inputs", [])]
+        refs = [str(resolve_input(manifest, ref).resolve()) for ref in manifest.inputs]
         previous[name] = next((by_path[r] for r in refs if r in by_path and by_path[r] != name), None)
     return previous
 
@@ -51,7 +51,7 @@ def compare(prev: list, cur: list) -> tuple[float, float]:
     return agree, sum(max(0.0, _kl(a, b)) for a, b in zip(prev, cur)) / len(cur)
 
 
-def build_ledger(models: list[tuple[str, Path, dict]], quality: dict[str, dict], metric: str) -> dict:
+def build_ledger(models: list[tuple[str, Path, Manifest]], quality: dict[str, dict], metric: str) -> dict:
     """{"metric", "steps": [...], "worst": step name}; models without quality results are left out."""
     previous = previous_steps(models)
     steps = []
@@ -59,9 +59,9 @@ def build_ledger(models: list[tuple[str, Path, dict]], quality: dict[str, dict],
         if name not in quality or "first" not in quality[name]:
             continue
         prev = previous.get(name)
-        label = STEP_NAMES.get(manifest["stage"], manifest["stage"])
-        if manifest.get("format") == "gguf":  # the same steps, through llama.cpp
-            label = label.replace("ONNX", "GGUF") + (" (llama.cpp)" if manifest["stage"] == "quantize" else "")
+        label = STEP_NAMES.get(manifest.stage, manifest.stage)
+        if manifest.format == "gguf":  # the same steps, through llama.cpp
+            label = label.replace("ONNX", "GGUF") + (" (llama.cpp)" if manifest.stage == "quantize" else "")
         step = {"model": name, "step": label, "previous": prev,
                 "metric": quality[name][metric], "change_pts": None, "agreement": None, "mean_kl": None,
                 "top1": [_top1(f) for f in quality[name]["first"]]}
@@ -86,7 +86,7 @@ def ledger_table(ledger: dict) -> dict:
     return {"headers": headers, "rows": rows}
 
 
-def trained_model(models: list[tuple[str, Path, dict]]) -> tuple[str, Path, dict] | None:
+def trained_model(models: list[tuple[str, Path, Manifest]]) -> tuple[str, Path, Manifest] | None:
     """The tune folder the benched models came from, as a model of the ledger's first step."""
     from edgeft.core.artifacts import find_in_lineage, read_manifest
     from edgeft.runtime.errors import EdgeftError
@@ -96,8 +96,9 @@ def trained_model(models: list[tuple[str, Path, dict]]) -> tuple[str, Path, dict
             tune_dir = find_in_lineage(manifest, "adapter")
         except EdgeftError:
             continue
-        return "trained", tune_dir, {**read_manifest(tune_dir, stage="tune", what="tune output", verify=False),
-                                     "format": "pytorch"}
+        manifest = read_manifest(tune_dir, stage="tune", what="tune output", verify=False)
+        manifest.format = "pytorch"  # scored as a PyTorch model
+        return "trained", tune_dir, manifest
     return None
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,63 +12,66 @@ from edgeft.benchkit.html import render as render_html
 from edgeft.benchkit.ledger import ledger_table
 from edgeft.benchkit.plot import close, figure
 from edgeft.runtime.files import REPORT_CSV, REPORT_HTML, REPORT_JSON, REPORT_MD, REPORT_PLOT
+from edgeft.runtime.report import rows_of
 
 
 def mib(n: float) -> str:
     return f"{n / 2**20:.1f}" if n else "-"
 
 
-def table(report: dict, fmt: str = "simple") -> str:
-    """The report's table (built by its task when the bench ran) as text, Markdown or the like."""
-    t = report["table"]
-    return tabulate(t["rows"], headers=t["headers"], tablefmt=fmt, disable_numparse=True)
+def table(view: dict, fmt: str = "simple") -> str:
+    """A report's table ({"headers", "rows"}, made by its task) as text, Markdown or the like."""
+    return tabulate(view["rows"], headers=view["headers"], tablefmt=fmt, disable_numparse=True)
+
+
+def _flat(prefix: str, entry) -> dict:
+    """An entry's numbers as CSV columns: nested spreads as <field>_median, _min, _max."""
+    out = {}
+    for key, value in dataclasses.asdict(entry).items():
+        if isinstance(value, dict):
+            out.update({f"{prefix}{key}_{stat}": x for stat, x in value.items()})
+        elif key != "threads":
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def flat_rows(report: dict) -> list[dict]:
-    """One CSV row per (variant, thread count): every number in report.json, flattened."""
+    """One CSV row per (variant, thread count): every number in report.json, flattened; the column
+    names keep the report's (and their units)."""
     out = []
-    for v in report["variants"]:
-        if "error" in v:
-            out.append({"variant": v["name"], "error": v["error"]})
+    for r in rows_of(report):
+        if r.error is not None:
+            out.append({"variant": r.name, "error": r.error})
             continue
-        base = {"variant": v["name"], **({"cpu": v["machine"].get("cpu")} if "machine" in v else {}),
-                "format": v["format"], "size_bytes": v["size_bytes"],
-                **{k: v2 for k, v2 in v["metrics"].items() if not isinstance(v2, (dict, list))}}
-        per_thread = {l["threads"]: l for l in v["latency_ms"]}
-        tputs = {t["threads"]: t for t in v["throughput"]}
-        if not per_thread:
+        base = {"variant": r.name, **({"cpu": r.machine.get("cpu")} if r.machine else {}), "format": r.format,
+                "size_bytes": r.size_bytes, **{k: v for k, v in r.metrics.items() if not isinstance(v, (dict, list))}}
+        speed = {e.threads: e for e in [*r.latency, *r.decode]}
+        tputs = {t.threads: t for t in r.throughput}
+        if not speed:
             out.append(base)
-        for t, lat in per_thread.items():
-            row = dict(base, threads=t, peak_rss_bytes=v["peak_rss_bytes"].get(str(t), ""))
-            row.update({f"latency_{k}_ms": val for k, val in lat.items() if not isinstance(val, dict)
-                        and k not in ("threads", "batch_size")})
-            for k, val in tputs.get(t, {}).items():
-                if isinstance(val, dict):
-                    row.update({f"{k}_{stat}": x for stat, x in val.items()})
-                elif k not in ("threads",):
-                    row[f"throughput_{k}"] = val
+        for t, entry in speed.items():
+            row = dict(base, threads=t, peak_rss_bytes=r.peak_rss_bytes.get(str(t), ""), **_flat("", entry))
+            row.update(_flat("throughput_", tputs[t]) if t in tputs else {})
             out.append(row)
     return out
 
 
-def plot_points(rows: list[dict], threads: int, x: str, y: str, xlabel: str, ylabel: str) -> dict:
-    """The plot's points: one per model that was timed at `threads` (x from its latency row, y
-    from its metrics)."""
-    points = [{"name": v["name"], "x": lat[x], "y": v["metrics"][y]}
-              for v in rows if "error" not in v for lat in v["latency_ms"] if lat["threads"] == threads]
-    return {"xlabel": f"{xlabel}, {threads} threads", "ylabel": ylabel, "points": points}
-
-
-def plot(report: dict, path: Path) -> None:
+def plot(report: dict, spec: dict, path: Path) -> None:
     """Quality against speed, one point per model (the points come from the task)."""
-    spec = report["plot"]
     fig = figure(spec, (report.get("selection") or {}).get("chosen"), f"{report['recipe']}: {spec['ylabel']} vs latency")
     fig.savefig(path, dpi=120)
     close(fig)
 
 
-def write_reports(report: dict, folder: Path) -> None:
-    """report.json, report.csv, report.md, the plot and report.html, all from the same report."""
+def read_report(folder: Path) -> dict:
+    """The report.json of a bench folder."""
+    return json.loads((Path(folder) / REPORT_JSON).read_text())
+
+
+def write_reports(report: dict, folder: Path, view: tuple[dict, dict | None]) -> None:
+    """report.json, report.csv, report.md, the plot and report.html, all from the same report; `view`
+    is its table and plot spec (the task's `report_view`)."""
+    shown, spec = view
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
@@ -90,8 +94,8 @@ def write_reports(report: dict, folder: Path) -> None:
         t = ledger_table(report["ledger"])
         ledger = ["", "## Accuracy ledger", "", f"KL: {report['ledger']['kl']}.", "",
                   tabulate(t["rows"], headers=t["headers"], tablefmt="github", disable_numparse=True)]
-    (folder / REPORT_MD).write_text("\n".join(header + failed + [""] * bool(failed)) + table(report, "github") + "\n"
+    (folder / REPORT_MD).write_text("\n".join(header + failed + [""] * bool(failed)) + table(shown, "github") + "\n"
                                     + "\n".join(ledger) + "\n" * bool(ledger))
-    if "plot" in report:
-        plot(report, folder / REPORT_PLOT)
-    (folder / REPORT_HTML).write_text(render_html(report), encoding="utf-8")
+    if spec:
+        plot(report, spec, folder / REPORT_PLOT)
+    (folder / REPORT_HTML).write_text(render_html(report, shown, spec), encoding="utf-8")

@@ -10,34 +10,30 @@ objective picks: fastest, smallest or most accurate, ties broken by quality, the
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
 from edgeft.benchkit.paired import examples_to_decide, paired_drop
 from edgeft.runtime.errors import EdgeftError
-
-Spread = tuple[float, float, float]  # median, min, max
-
-
-def _latency(row: dict, threads: int) -> dict | None:
-    return next((entry for entry in row.get("latency_ms", []) if entry["threads"] == threads), None)
+from edgeft.runtime.report import Decode, Row, Spread, rows_of
 
 
-def _spread(value) -> Spread:
-    return (value["median"], value["min"], value["max"]) if isinstance(value, dict) else (value, value, value)
+def _one(value: float) -> Spread:
+    return Spread(value, value, value)
 
 
-def _from_latency(key: str, fallback: str | None = None) -> Callable[[dict, int], Spread | None]:
-    def read(row: dict, threads: int) -> Spread | None:
-        entry = _latency(row, threads) or {}
-        value = entry.get(key, entry.get(fallback) if fallback else None)
-        return None if value is None else _spread(value)
+def _at(kind: str, key: str) -> Callable[[Row, int], Spread | None]:
+    """A Spread of a row's latency or decode entry at a thread count."""
+    def read(row: Row, threads: int) -> Spread | None:
+        entry = next((e for e in getattr(row, kind) if e.threads == threads), None)
+        return None if entry is None else getattr(entry, key)
     return read
 
 
-def _rss(row: dict, threads: int) -> Spread | None:
-    peak = row.get("peak_rss_bytes", {}).get(str(threads))
-    return None if not peak else _spread(peak / 2**20)
+def _rss(row: Row, threads: int) -> Spread | None:
+    peak = row.peak_rss_bytes.get(str(threads))
+    return None if not peak else _one(peak / 2**20)
 
 
 @dataclass(frozen=True)
@@ -46,39 +42,38 @@ class Limit:
     label: str
     unit: str
     at_most: bool
-    read: Callable[[dict, int], Spread | None]
+    read: Callable[[Row, int], Spread | None]
 
 
 LIMITS = (
-    Limit("max_size_mib", "size", "MiB", True, lambda row, _: _spread(row["size_bytes"] / 2**20)),
+    Limit("max_size_mib", "size", "MiB", True, lambda row, _: _one(row.size_bytes / 2**20)),
     Limit("max_peak_rss_mib", "peak RSS", "MiB", True, _rss),
-    Limit("max_p90_ms", "p90", "ms", True, _from_latency("round_p90", "p90")),
-    Limit("max_ttft_ms", "TTFT", "ms", True, _from_latency("ttft_ms")),
-    Limit("min_decode_tokens_per_s", "decode", "tok/s", False, _from_latency("decode_tokens_per_s")),
+    Limit("max_p90_ms", "p90", "ms", True, _at("latency", "round_p90_ms")),
+    Limit("max_ttft_ms", "TTFT", "ms", True, _at("decode", "ttft_ms")),
+    Limit("min_decode_tokens_per_s", "decode", "tok/s", False, _at("decode", "decode_tokens_per_s")),
 )
 OBJECTIVES = {  # smaller key is better
-    "fastest": lambda v: (-v["speed"][0] if v["speed_higher_is_better"] else v["speed"][0]),
+    "fastest": lambda v: (-v["speed"] if v["speed_higher_is_better"] else v["speed"]),
     "smallest": lambda v: v["size_mib"],
     "most_accurate": lambda v: -v["quality"],
 }
 
 
-def reference_row(report: dict) -> dict:
+def reference_row(rows: list[Row]) -> Row:
     """The fine-tuned fp32 model: the merged PyTorch model, or the first fp32 export."""
-    rows = [r for r in report["variants"] if "error" not in r and r.get("correct")]
-    ref = next((r for r in rows if r["stage"] == "merge"), None) or next((r for r in rows if r["stage"] == "export"), None)
+    scored = [r for r in rows if r.error is None and r.correct]
+    ref = next((r for r in scored if r.stage == "merge"), None) or next((r for r in scored if r.stage == "export"), None)
     if ref is None:
         raise EdgeftError("select: the report has no fine-tuned fp32 model (merged or exported) to judge quality against")
     return ref
 
 
-def candidates(report: dict) -> list[dict]:
-    return [r for r in report["variants"]
-            if "error" not in r and r["stage"] in ("export", "quantize") and r.get("format") == "onnx"]
+def candidates(rows: list[Row]) -> list[Row]:
+    return [r for r in rows if r.error is None and r.stage in ("export", "quantize") and r.format == "onnx"]
 
 
-def judge_quality(row: dict, ref: dict, budget: float, metric: str, confidence: float) -> tuple[str, str]:
-    drop = paired_drop(ref["correct"], row["correct"], confidence)
+def judge_quality(row: Row, ref: Row, budget: float, metric: str, confidence: float) -> tuple[str, str]:
+    drop = paired_drop(ref.correct, row.correct, confidence)
     change, worst, best = (0.0 - x for x in (drop.points, drop.high, drop.low))  # 0.0 - 0.0 is +0.0, not -0.0
     said = (f"{metric} {change:+.1f} pts ({int(confidence * 100)}% interval {worst:+.1f} to {best:+.1f}, "
             f"{drop.reference_only} lost / {drop.candidate_only} gained of {drop.examples}, McNemar p {drop.mcnemar_p:.2g})")
@@ -91,13 +86,13 @@ def judge_quality(row: dict, ref: dict, budget: float, metric: str, confidence: 
                          + (f", about {needed} would decide it" if needed else ""))
 
 
-def judge_limit(row: dict, limit: Limit, value: float, threads: int) -> tuple[str, str, float]:
+def judge_limit(row: Row, limit: Limit, value: float, threads: int) -> tuple[str, str, float]:
     """(status, reason, relative excess) of one speed/size limit."""
     got = limit.read(row, threads)
     if got is None:
         raise EdgeftError(f"select.{limit.field}: the report has no {limit.label} at {threads} threads "
-                          f"(for {row['name']})")
-    median, low, high = got
+                          f"(for {row.name})")
+    median, low, high = got.median, got.min, got.max
     ok = median <= value if limit.at_most else median >= value
     shown = f"{limit.label} {median:.3g} {limit.unit}" + (f" ({low:.3g}-{high:.3g})" if high > low else "")
     excess = (median - value) / value if limit.at_most else (value - median) / value
@@ -105,7 +100,7 @@ def judge_limit(row: dict, limit: Limit, value: float, threads: int) -> tuple[st
             else f"{shown} {'>' if limit.at_most else '<'} {value:g}", max(excess, 0.0))
 
 
-def verdict(row: dict, ref: dict, cfg, threads: int, metric: str) -> dict:
+def verdict(row: Row, ref: Row, cfg, threads: int, metric: str) -> dict:
     reasons, statuses, excess = [], [], 0.0
     if cfg.max_quality_drop is not None:
         status, reason = judge_quality(row, ref, cfg.max_quality_drop, metric.replace("_", " "), cfg.confidence)
@@ -119,28 +114,28 @@ def verdict(row: dict, ref: dict, cfg, threads: int, metric: str) -> dict:
             excess += over
     worst = "rejected" if "rejected" in statuses else "undecided" if "undecided" in statuses else "fits"
     missed = [reason for reason, status in zip(reasons, statuses) if status != "fits"]
-    latency = _latency(row, threads) or {}
-    decode = "decode_tokens_per_s" in latency
-    speed = _spread(latency["decode_tokens_per_s"]) if decode else _from_latency("round_p50", "p50")(row, threads)
-    if row.get("measured_on"):
-        reasons.append(f"speed and memory measured on the device ({row['measured_on']}, {threads} threads)")
-    shown = (f"decode {speed[0]:.1f} tok/s" if decode else f"p50 {speed[0]:.2f} ms") if speed else "not timed"
-    return {"name": row["name"], "status": worst, "reasons": reasons,
-            "shown": f"{shown}, {row['size_bytes'] / 2**20:.1f} MiB", "misses": statuses.count("rejected"), "missed": missed,
-            "excess": excess, "quality": row["metrics"][metric], "size_mib": row["size_bytes"] / 2**20,
-            "speed": speed or (float("inf"),) * 3, "speed_higher_is_better": decode}
+    entry = row.speed_at(threads)
+    decode = isinstance(entry, Decode)
+    speed = entry.decode_tokens_per_s.median if decode else entry.round_p50_ms.median if entry else None
+    if row.where == "device":
+        reasons.append(f"speed and memory measured on the device ({row.machine.get('cpu')}, {threads} threads)")
+    shown = (f"decode {speed:.1f} tok/s" if decode else f"p50 {speed:.2f} ms") if speed else "not timed"
+    return {"name": row.name, "status": worst, "reasons": reasons,
+            "shown": f"{shown}, {row.size_bytes / 2**20:.1f} MiB", "misses": statuses.count("rejected"), "missed": missed,
+            "excess": excess, "quality": row.metrics[metric], "size_mib": row.size_bytes / 2**20,
+            "speed": speed or float("inf"), "speed_higher_is_better": decode}
 
 
-def with_device_rows(rows: list[dict], device_reports: list[dict]) -> list[dict]:
+def with_device_rows(rows: list[Row], device_reports: list[dict]) -> list[Row]:
     """Speed, memory and thread count measured on a device (`edgeft bench BUNDLE --on ...`) replace the
     host's for the variant it measured; quality stays the host's (the whole test split)."""
-    measured = {r["variant"]: r for rep in device_reports for r in rep["variants"] if r.get("where") == "device"}
+    measured = {r.variant: r for rep in device_reports for r in rows_of(rep) if r.where == "device"}
     out = []
     for row in rows:
-        device = measured.get(row["name"])
-        out.append(row if device is None else {**row, "latency_ms": device["latency_ms"],
-                                                "peak_rss_bytes": device["peak_rss_bytes"],
-                                                "measured_on": device["machine"].get("cpu")})
+        device = measured.get(row.name)
+        out.append(row if device is None else dataclasses.replace(
+            row, latency=device.latency, decode=device.decode, peak_rss_bytes=device.peak_rss_bytes,
+            where="device", machine=device.machine, threads=device.threads))
     return out
 
 
@@ -151,8 +146,9 @@ def select_variant(report: dict, cfg, device_reports: list[dict] = ()) -> dict:
                           "again (`edgeft run` reruns it)")
     threads = cfg.threads or max(report["threads"])
     metric = report["quality_metric"]
-    ref = reference_row(report)
-    rows = with_device_rows(candidates(report), list(device_reports))
+    rows = rows_of(report)
+    ref = reference_row(rows)
+    rows = with_device_rows(candidates(rows), list(device_reports))
     verdicts = [verdict(row, ref, cfg, _threads(row, threads), metric) for row in rows]
     if not verdicts:
         raise EdgeftError("select: the report holds no ONNX variant to ship")
@@ -164,13 +160,13 @@ def select_variant(report: dict, cfg, device_reports: list[dict] = ()) -> dict:
                           f"which misses: {'; '.join(nearest['missed'])}")
     rule = f"{cfg.objective.replace('_', ' ')} that fits" + (f", tied with {fitting[1]['name']}" if len(fitting) > 1
                                                              and _tied(fitting[0], fitting[1], cfg.objective) else "")
-    return {"threads": threads, "reference": ref["name"], "objective": cfg.objective, "verdicts": verdicts,
+    return {"threads": threads, "reference": ref.name, "objective": cfg.objective, "verdicts": verdicts,
             "chosen": fitting[0]["name"], "rule": rule}
 
 
-def _threads(row: dict, threads: int) -> int:
+def _threads(row: Row, threads: int) -> int:
     """A device row's own thread count (it is measured at the device's), else the budget's."""
-    return row["latency_ms"][0]["threads"] if row.get("measured_on") else threads
+    return row.threads if row.where == "device" else threads
 
 
 def _tied(a: dict, b: dict, objective: str) -> bool:

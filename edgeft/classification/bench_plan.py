@@ -7,12 +7,12 @@ from pathlib import Path
 
 from edgeft.benchkit.ledger import build_ledger, trained_model
 from edgeft.benchkit.plan import BenchPlan, BenchResults
-from edgeft.benchkit.report import mib, plot_points
+from edgeft.benchkit.report import mib
 from edgeft.classification.runners import RUNNER_ORT, RUNNER_TORCH, RUNNER_TRAINED
 from edgeft.core.artifacts import model_bytes
 from edgeft.core.metrics import classification_metrics
 from edgeft.core.splits import load_labels, load_split
-from edgeft.runtime.stats import latency_entry, throughput_entry
+from edgeft.runtime.report import Latency, Row, Spread, Throughput, rows_of
 
 
 def bench_plan(recipe, models: list, data_dir: Path) -> BenchPlan:
@@ -22,7 +22,7 @@ def bench_plan(recipe, models: list, data_dir: Path) -> BenchPlan:
     test = load_split(data_dir, "test")[:cfg.max_test_samples]
     texts, truth = [r["text"] for r in test], [r["label"] for r in test]
     top = max(cfg.threads)
-    specs = {f"{name}@{t}": {"runner": RUNNER_TORCH if m.get("format") == "pytorch" else RUNNER_ORT,
+    specs = {f"{name}@{t}": {"runner": RUNNER_TORCH if m.format == "pytorch" else RUNNER_ORT,
                              "folder": str(path), "threads": t}
              for name, path, m in models for t in cfg.threads}
     timed = list(specs)
@@ -42,16 +42,13 @@ def bench_plan(recipe, models: list, data_dir: Path) -> BenchPlan:
     def build(results: BenchResults) -> dict:
         rows = [model_row(name, path, manifest, cfg, results) for name, path, manifest in scored]
         majority = Counter(r["label"] for r in load_split(data_dir, "train")).most_common(1)[0][0]
-        rows.append({"name": "majority-class", "format": "baseline", "stage": "baseline", "size_bytes": 0,
-                     "metrics": classification_metrics(truth, [majority] * len(truth), labels, positive),
-                     "latency_ms": [], "throughput": [], "peak_rss_bytes": {}, "predicts": majority})
-        report = {"test_examples": len(texts), "labels": labels, "positive_label": positive, "quality_metric": "accuracy",
-                  "timed": "model call only, at batch 1 on real test texts (tokenization done beforehand); "
-                           f"throughput at batch {cfg.batch_size}; each (variant, threads) in its own process, "
-                           f"variants interleaved over {cfg.rounds} rounds", "variants": rows,
-                  "ledger": build_ledger(scored, results.quality, "accuracy")}
-        plot = plot_points(rows, top, "p50", "accuracy", "batch-1 p50 latency (ms)", "accuracy")
-        return {**report, "table": table(report, cfg.threads), "plot": plot}
+        rows.append(Row("majority-class", "baseline", "baseline", 0, predicts=majority,
+                        metrics=classification_metrics(truth, [majority] * len(truth), labels, positive)))
+        return {"test_examples": len(texts), "labels": labels, "positive_label": positive, "quality_metric": "accuracy",
+                "timed": "model call only, at batch 1 on real test texts (tokenization done beforehand); "
+                         f"throughput at batch {cfg.batch_size}; each (variant, threads) in its own process, "
+                         f"variants interleaved over {cfg.rounds} rounds", "variants": [r.to_json() for r in rows],
+                "ledger": build_ledger(scored, results.quality, "accuracy")}
 
     return BenchPlan(models=models, specs=specs, score=score, build=build,
                      # batch 1, as a device serves requests: dynamically quantized int8 scales activations per
@@ -62,47 +59,54 @@ def bench_plan(recipe, models: list, data_dir: Path) -> BenchPlan:
                      summary=f"{len(models)} variants x threads {cfg.threads}, {len(texts)} test examples")
 
 
-def model_row(name: str, path: Path, manifest: dict, cfg, results: BenchResults) -> dict:
-    entry = {"name": name, "format": manifest.get("format", "onnx"), "stage": manifest["stage"], "path": str(path),
-             "size_bytes": model_bytes(path)}
+def model_row(name: str, path: Path, manifest, cfg, results: BenchResults) -> Row:
+    row = Row(name, manifest.format or "onnx", manifest.stage, model_bytes(path), path=str(path))
     if name in results.failed:
-        return {**entry, "error": results.failed[name]}
+        row.error = results.failed[name]
+        return row
     quality = dict(results.quality[name])
     quality.pop("first")
-    entry.update(predictions=quality.pop("predictions"), correct=quality.pop("correct"), metrics=quality,
-                 latency_ms=[], throughput=[], peak_rss_bytes={})
+    row.predictions, row.correct, row.metrics = quality.pop("predictions"), quality.pop("correct"), quality
     for t in cfg.threads:
         key = f"{name}@{t}"
         if key not in results.timings:  # scored only (the trained model)
             continue
         rounds = results.timings[key]
-        entry["latency_ms"].append(latency_entry(t, [latency["seconds"] for latency, _ in rounds]))
-        entry["throughput"].append(throughput_entry(t, cfg.batch_size, [tp["examples_per_s"] for _, tp in rounds]))
-        entry["peak_rss_bytes"][str(t)] = results.peaks.get(key, 0)
-        entry["load_seconds"] = results.loaded[key]["load_seconds"]
-    return entry
+        row.latency.append(Latency.of(t, [latency["seconds"] for latency, _ in rounds]))
+        row.throughput.append(Throughput(t, cfg.batch_size, Spread.of([tp["examples_per_s"] for _, tp in rounds])))
+        row.peak_rss_bytes[str(t)] = results.peaks.get(key, 0)
+        row.load_seconds = results.loaded[key]["load_seconds"]
+    return row
 
 
-def table(report: dict, threads: list[int]) -> dict:
+def view(report: dict) -> tuple[dict, dict]:
+    """The report's table (for the screen, Markdown and HTML) and its plot: accuracy against batch-1 p50."""
+    rows, threads = rows_of(report), report["threads"]
+    top = max(threads)
+    points = [{"name": r.name, "x": r.speed_at(top).p50_ms, "y": r.metrics["accuracy"]} for r in rows if r.speed_at(top)]
+    return table(report, rows, threads), {"xlabel": f"batch-1 p50 latency (ms), {top} threads", "ylabel": "accuracy",
+                                          "points": points}
+
+
+def table(report: dict, rows: list[Row], threads: list[int]) -> dict:
     positive = report.get("positive_label")
     top = max(threads)
-    batch = next((t["batch_size"] for v in report["variants"] for t in v.get("throughput", [])), "")
+    batch = next((t.batch_size for r in rows for t in r.throughput), "")
     headers = ["variant", "format", "size MiB", "accuracy", "macro-F1"] + ([f"{positive} F1"] if positive else [])
     headers += [f"p50 ms @{t}t" for t in threads] + [f"p90/p99 ms @{top}t", f"ex/s b{batch} @{top}t", "peak RSS MiB"]
-    rows = []
-    for v in report["variants"]:
-        if "error" in v:
-            rows.append([v["name"], v["format"], mib(v["size_bytes"]), f"failed: {v['error']}"])
+    lines = []
+    for r in rows:
+        if r.error is not None:
+            lines.append([r.name, r.format, mib(r.size_bytes), f"failed: {r.error}"])
             continue
-        m = v["metrics"]
-        row = [v["name"], v["format"], mib(v["size_bytes"]), f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}"]
-        row += [f"{m[f'{positive}_f1']:.4f}"] if positive else []
-        by_threads = {lat["threads"]: lat for lat in v["latency_ms"]}
-        row += [f"{by_threads[t]['p50']:.2f}" if t in by_threads else "-" for t in threads]
-        lat = by_threads.get(top)
-        row.append(f"{lat['p90']:.2f}/{lat['p99']:.2f}" if lat else "-")
-        tp = {x["threads"]: x for x in v["throughput"]}.get(top)
-        row.append(f"{tp['examples_per_s']['median']:.0f}" if tp else "-")
-        row.append(mib(max(v["peak_rss_bytes"].values())) if v["peak_rss_bytes"] else "-")
-        rows.append(row)
-    return {"headers": headers, "rows": rows}
+        m = r.metrics
+        line = [r.name, r.format, mib(r.size_bytes), f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}"]
+        line += [f"{m[f'{positive}_f1']:.4f}"] if positive else []
+        line += [f"{r.speed_at(t).p50_ms:.2f}" if r.speed_at(t) else "-" for t in threads]
+        lat = r.speed_at(top)
+        line.append(f"{lat.p90_ms:.2f}/{lat.p99_ms:.2f}" if lat else "-")
+        tp = next((x for x in r.throughput if x.threads == top), None)
+        line.append(f"{tp.examples_per_s.median:.0f}" if tp else "-")
+        line.append(mib(max(r.peak_rss_bytes.values())) if r.peak_rss_bytes else "-")
+        lines.append(line)
+    return {"headers": headers, "rows": lines}

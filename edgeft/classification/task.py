@@ -16,6 +16,7 @@ class ClassificationTask(Task):
     optimum_task = "text-classification"
     preprocess_before_int8 = True
     device_command = "predict"
+    recipe_module = "edgeft.classification.recipe"
 
     def shape_splits(self, splits, rows, cfg):
         if "label" not in rows[0]:
@@ -65,19 +66,6 @@ class ClassificationTask(Task):
             reference = model(**{k: torch.from_numpy(v) for k, v in encoded.items()}).logits
         return compare_logits(reference, classifier.logits(encoded))
 
-    def quantize_int4(self, src, dst, variant):
-        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-        from edgeft.training.grid import algo_config
-
-        quantizer = MatMulNBitsQuantizer(str(src), bits=variant.bits, block_size=variant.block_size,
-                                         is_symmetric=variant.symmetric, accuracy_level=variant.accuracy_level,
-                                         op_types_to_quantize=("MatMul",),
-                                         algo_config=algo_config(variant.algorithm, variant.block_size, variant.bits))
-        quantizer.process()
-        quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
-        return {}
-
     def drift_logits(self, fp32_dir, quant_dir, rows):
         import numpy as np
 
@@ -93,6 +81,10 @@ class ClassificationTask(Task):
     def bench_plan(self, recipe, variants, data_dir):
         from edgeft.classification.bench_plan import bench_plan
         return bench_plan(recipe, variants, data_dir)
+
+    def report_view(self, report):
+        from edgeft.classification.bench_plan import view
+        return view(report)
 
     def device_usage(self, recipe):
         return (f"A text classifier ({recipe.model.base}, labels from labels.json)",

@@ -14,7 +14,7 @@ from typing import Iterator
 
 from edgeft import EdgeftError
 from edgeft.core.console import say
-from edgeft.runtime.files import RUN_LOCK
+from edgeft.runtime.files import RunLayout
 
 
 def alive(pid: int) -> bool:
@@ -38,7 +38,7 @@ def holder(path: Path) -> dict | None:
 def run_lock(run_dir: Path) -> Iterator[Path]:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / RUN_LOCK
+    path = RunLayout(run_dir).lock
     mine = {"pid": os.getpid(), "host": socket.gethostname()}
     for _ in range(2):
         try:

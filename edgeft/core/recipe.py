@@ -1,25 +1,29 @@
 """Recipes: one YAML file that makes a run reproducible, validated by a pydantic schema.
 
-Every field has a default, so a recipe states only what differs. Unknown keys are rejected with
-their dotted path; `--set section.key=value` overrides any field (values are parsed as YAML).
+Every field has a default, so a recipe states only what differs; a recipe can also `extends:`
+another (a built-in recipe's name, or a file beside it) and state only what differs from that one.
+Unknown keys are rejected with their dotted path; `--set section.key=value` overrides any field
+(values are parsed as YAML). The sections every task shares are here; each task's recipe class adds
+its own fields and rules (classification/recipe.py, generation/recipe.py), and its variants are the
+kinds registered for it (core/variants.py).
 """
 from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, Field, PositiveInt, ValidationError, model_validator
 
 from edgeft import EdgeftError
+from edgeft.core.schema import Section
+from edgeft.core.variants import config_of, kinds_for, tag
+from edgeft.runtime.report import BENCH_DEFAULTS as BENCH
 
 BUILTIN_RECIPES = Path(__file__).resolve().parent.parent / "recipes"  # shipped inside the package
 DEFAULT_RECIPE = "sms-spam-minilm"
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+DEFAULT_TASK = "classification"
 
 
 class ModelSection(Section):
@@ -37,10 +41,6 @@ class DataSection(Section):
     test_size: Optional[int] = Field(None, gt=0, description="absolute test-set size; overrides test_fraction")
     max_train_samples: Optional[int] = Field(None, gt=0, description="train on a stratified subset (short CPU runs)")
     max_length: int = Field(128, gt=8, description="tokens per example; longer inputs are truncated")
-    # generation: how a labelled row becomes a chat (chat JSONL with `messages` is used as it is)
-    system_prompt: Optional[str] = None
-    prompt_template: str = "{text}"
-    label_words: Optional[dict[str, str]] = Field(None, description="label -> answer text the model must produce")
 
 
 class LoraSection(Section):
@@ -75,7 +75,7 @@ class TuneSection(Section):
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     max_grad_norm: float = Field(1.0, gt=0)
-    packing: bool = Field(False, description="generation: pack short examples into full rows")
+    packing: bool = Field(False, description="pack short examples into full rows (tasks that can: generation)")
     checkpoint_every: int = Field(50, gt=0, description="optimizer steps between resume checkpoints")
     eval_batch_size: int = Field(64, gt=0)
     threads: Optional[int] = Field(None, gt=0, description="CPU threads for torch (default: all cores)")
@@ -107,95 +107,9 @@ class ExportSection(Section):
     parity_new_tokens: int = Field(16, ge=0, description="generation: greedy tokens that must match PyTorch")
 
 
-class _Variant(Section):
-    name: str
-    source: Literal["optimum", "genai", "gguf"] = Field("optimum", description="which export the variant starts from")
-
-
-class DynamicVariant(_Variant):
-    """int8 weights, activations quantized at run time (quantize_dynamic)."""
-    method: Literal["dynamic"]
-    per_channel: bool = True
-    reduce_range: bool = Field(False, description="7-bit weights: needed by u8s8 kernels on CPUs without VNNI")
-
-
-class StaticVariant(_Variant):
-    """int8 QDQ calibrated on training examples (classification)."""
-    method: Literal["static"]
-    per_channel: bool = True
-    reduce_range: bool = False
-    calibration_samples: int = Field(128, gt=0)
-    calibrate_method: Literal["minmax", "percentile", "entropy"] = "minmax"
-
-
-class Int4Variant(_Variant):
-    """Weight-only MatMulNBits, block-wise: 4-bit weights (`int4`) or 8-bit ones (`int8-weights`)."""
-    method: Literal["int4", "int8-weights"]
-    algorithm: Literal["rtn", "k_quant", "hqq"] = Field(
-        "rtn", description="how the weights are rounded: rtn (round to nearest), k_quant (scale and zero point "
-                           "searched per block, as llama.cpp's k-quants), hqq (half-quadratic; source optimum)")
-    lora: Literal["merged", "unmerged"] = Field(
-        "merged", description="generation, source genai: unmerged keeps the LoRA A/B matrices in fp32 beside the "
-                              "quantized base, as an onnxruntime adapter file (per-user adapters on one base)")
-    block_size: int = Field(32, ge=16)
-    symmetric: bool = True
-    accuracy_level: Optional[Literal[0, 1, 2, 3, 4]] = None
-    head_bits: Optional[Literal[4, 8]] = Field(8, description="generation: LM head at int8/int4; null keeps fp32")
-    embedding_bits: Optional[Literal[4]] = Field(
-        None, description="generation, source optimum: the embedding as 4-bit GatherBlockQuantized (the genai "
-                          "builder shares it with the head)")
-    prefill_accuracy_level: Optional[Literal[0, 1, 2, 3, 4]] = Field(
-        None, description="generation: MatMulNBits accuracy level for the prompt (a second graph, same weights, "
-                          "used on CPUs with AVX-512: 1, fp32 compute, prefilled 21% faster there and slower on AVX2)")
-    head_shortlist: Optional[int] = Field(
-        None, ge=2, le=1024, description="generation, int4 with head_bits 8: an int4 copy of the head picks this many "
-                                         "tokens and their int8 rows rescore them (edgeft/generation/shortlist.py)")
-    kv_cache: Optional[Literal["int8"]] = Field(
-        None, description="generation, source genai: past keys and values at int8, per-channel scales calibrated on "
-                          "training chats (edgeft/generation/kvquant.py): faster decoding; the prompt runs a second graph "
-                          "with fp32 attention (more memory)")
-
-    @property
-    def bits(self) -> int:
-        return 8 if self.method == "int8-weights" else 4
-
-    @model_validator(mode="after")
-    def _shortlist_of_an_int8_head(self):
-        if self.head_shortlist is not None and (self.method != "int4" or self.head_bits != 8 or self.lora != "merged"
-                                                or not self.symmetric):
-            raise ValueError("head_shortlist needs method int4, head_bits 8, symmetric and lora merged (it rescores "
-                             "the int8 head's rows)")
-        return self
-
-    @model_validator(mode="after")
-    def _kv_cache_of_a_shared_cache(self):
-        if self.kv_cache and (self.source != "genai" or self.lora != "merged"):
-            raise ValueError("kv_cache: int8 needs source genai and lora merged (onnxruntime's GroupQueryAttention "
-                             "with a shared cache)")
-        return self
-
-
-class GgufVariant(_Variant):
-    """A llama.cpp type of the GGUF export (source gguf), made by llama.cpp's own quantizer."""
-    method: Literal["gguf"]
-    type: Literal["F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_0", "Q4_K_M", "Q4_K_S", "Q4_0", "Q4_1", "Q3_K_M",
-                  "Q2_K"] = Field("Q4_K_M", description="llama.cpp's file type (llama-quantize's names)")
-
-
-VariantSection = Annotated[Union[DynamicVariant, StaticVariant, Int4Variant, GgufVariant],
-                           Field(discriminator="method")]
-VARIANT_CLASSES = {"dynamic": DynamicVariant, "static": StaticVariant, "int4": Int4Variant, "int8-weights": Int4Variant,
-                   "gguf": GgufVariant}
-
-
-def _default_variants() -> list:
-    return [DynamicVariant(name="int8-dynamic", method="dynamic"),
-            StaticVariant(name="int8-static", method="static"),
-            Int4Variant(name="int4", method="int4")]
-
-
 class QuantizeSection(Section):
-    variants: list[VariantSection] = Field(default_factory=_default_variants)
+    """Each task's recipe narrows `variants` to the union of its variant kinds (core/variants.py)."""
+    variants: list[Any] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_names(self):
@@ -207,17 +121,19 @@ class QuantizeSection(Section):
 
 
 class BenchSection(Section):
-    threads: list[PositiveInt] = Field([1, 2], min_length=1, description="CPU thread counts to measure at")
-    batch_size: int = Field(32, gt=0, description="batch for the throughput measurement")
-    warmup: int = Field(5, ge=0)
-    iterations: int = Field(60, gt=0, description="timed batch-1 runs per thread count and round")
-    rounds: int = Field(3, gt=0, description="variants are interleaved this many times (noisy machines)")
+    """The defaults are the device bench's too (edgeft/runtime/report.py, BenchSettings)."""
+    threads: list[PositiveInt] = Field(list(BENCH.threads), min_length=1, description="CPU thread counts to measure at")
+    batch_size: int = Field(BENCH.batch_size, gt=0, description="batch for the throughput measurement")
+    warmup: int = Field(BENCH.warmup, ge=0)
+    iterations: int = Field(BENCH.iterations, gt=0, description="timed batch-1 runs per thread count and round")
+    rounds: int = Field(BENCH.rounds, gt=0, description="variants are interleaved this many times (noisy machines)")
     max_test_samples: Optional[int] = Field(None, gt=0)
     include_pytorch: bool = True
     # generation
-    prompt_tokens: int = Field(128, gt=0)
-    new_tokens: int = Field(64, gt=0)
-    max_new_tokens_eval: int = Field(8, gt=0, description="greedy tokens generated per test question")
+    prompt_tokens: int = Field(BENCH.prompt_tokens, gt=0)
+    new_tokens: int = Field(BENCH.new_tokens, gt=0)
+    max_new_tokens_eval: int = Field(BENCH.max_new_tokens_eval, gt=0, description="greedy tokens generated per test "
+                                                                                  "question")
 
 
 class SelectSection(Section):
@@ -258,8 +174,10 @@ class TrackingSection(Section):
 
 
 class Recipe(Section):
+    """What every recipe has. Each task's recipe class (its `recipe_class`: classification/recipe.py,
+    generation/recipe.py) adds its own fields and rules and narrows `quantize.variants` to its kinds."""
     name: str = "run"
-    task: Literal["classification", "generation"] = "classification"
+    task: str = DEFAULT_TASK
     seed: int = 42
     model: ModelSection = ModelSection()
     data: DataSection = DataSection()
@@ -272,34 +190,33 @@ class Recipe(Section):
     package: PackageSection = PackageSection()
     tracking: TrackingSection = TrackingSection()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _known_variant_kinds(cls, data: Any) -> Any:
+        """A variant whose (source, method) no kind of this task registers, named with the kinds there are."""
+        task = cls.model_fields["task"].default
+        items = ((data or {}).get("quantize") or {}).get("variants") if isinstance(data, dict) else None
+        for i, item in enumerate(items if isinstance(items, list) else []):
+            if isinstance(item, dict) and config_of(task, tag(item)) is None:
+                known = ", ".join(f"{k.source}:{m}" for k in kinds_for(task) for m in k.methods)
+                raise ValueError(f"quantize.variants.{i} ({item.get('name')}): no variant kind '{tag(item)}' "
+                                 f"(source:method) for task {task} (known: {known})")
+        return data
+
     @model_validator(mode="after")
     def _check_across_sections(self):
         """What no single field can say: checked before any data is read, not after tuning."""
+        from edgeft.core.tasks import get_task
+
         problems = []
-        backends = self.export.backends
-        for backend in ("genai", "gguf"):
-            if self.task != "generation" and backend in backends:
-                problems.append(f"export.backends: '{backend}' exports decoders (task generation) only")
+        backends, allowed = self.export.backends, get_task(self.task).export_backends
+        problems += [f"export.backends: '{b}' does not export {self.task} models (use {', '.join(allowed)})"
+                     for b in backends if b not in allowed]
         for i, v in enumerate(self.quantize.variants):
-            where = f"quantize.variants.{i} ({v.name})"
             if v.source not in backends:
-                problems.append(f"{where}: source '{v.source}' is not in export.backends {backends}")
-            if v.method == "static" and self.task == "generation":
-                problems.append(f"{where}: static int8 is implemented for classification only")
-            if (v.source == "gguf") != isinstance(v, GgufVariant):
-                problems.append(f"{where}: llama.cpp types (method gguf) are made from source 'gguf', and only they")
-            elif v.source == "genai" and not isinstance(v, Int4Variant):
-                problems.append(f"{where}: source 'genai' builds weight-only variants only (int4, int8-weights)")
-            elif getattr(v, "lora", None) == "unmerged" and (v.source != "genai" or self.task != "generation"):
-                problems.append(f"{where}: lora 'unmerged' is built by the genai builder (source genai, generation)")
-            elif getattr(v, "algorithm", None) == "hqq" and v.source == "genai":
-                problems.append(f"{where}: algorithm 'hqq' needs source 'optimum' (the genai builder offers rtn, k_quant)")
-            if (self.tune.method == "qlora" and self.tune.base_quant == "int4" and getattr(v, "method", None) == "int4"
-                    and v.algorithm == "rtn" and (v.block_size, v.head_bits) != (self.tune.grid_block_size,
-                                                                                 self.tune.grid_head_bits)):
-                problems.append(f"{where}: block_size {v.block_size}, head_bits {v.head_bits} is not the grid the adapter "
-                                f"trains against (tune.grid_block_size {self.tune.grid_block_size}, "
-                                f"grid_head_bits {self.tune.grid_head_bits})")
+                problems.append(f"quantize.variants.{i} ({v.name}): source '{v.source}' is not in export.backends "
+                                f"{backends}")
+        problems += self.task_problems()
         shippable = [v.name for v in self.quantize.variants] + backends
         if self.select.threads and self.select.threads not in self.bench.threads:
             problems.append(f"select.threads: {self.select.threads} is not among bench.threads {self.bench.threads}")
@@ -310,18 +227,23 @@ class Recipe(Section):
             raise ValueError("; ".join(problems))
         return self
 
+    def task_problems(self) -> list[str]:
+        """The task's own rules across sections (a task's recipe class overrides this)."""
+        return []
 
-def _is_tag(loc: tuple, i: int) -> bool:
-    """pydantic puts a variant's `method` after its list index in error locations."""
-    return i > 0 and isinstance(loc[i - 1], int) and loc[i] in VARIANT_CLASSES
+
+def _is_tag(loc: tuple, i: int, task: str) -> bool:
+    """pydantic puts a variant's kind ("genai:int4") after its list index in error locations."""
+    return i > 0 and isinstance(loc[i - 1], int) and config_of(task, loc[i]) is not None
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
+def _format_errors(err: ValidationError, source: str, cls: type[Recipe]) -> str:
+    task = cls.model_fields["task"].default
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for i, p in enumerate(e["loc"]) if not _is_tag(e["loc"], i))
+        loc = ".".join(str(p) for i, p in enumerate(e["loc"]) if not _is_tag(e["loc"], i, task))
         if e["type"] == "extra_forbidden":
-            known = _known_keys(e["loc"][:-1])
+            known = _known_keys(cls, e["loc"][:-1])
             near = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
             hint = f" (did you mean '{near[0]}'?)" if near else (f" (known: {', '.join(known)})" if known else "")
             lines.append(f"  {loc}: unknown key{hint}")
@@ -332,11 +254,11 @@ def _format_errors(err: ValidationError, source: str) -> str:
     return f"invalid recipe {source}:\n" + "\n".join(lines)
 
 
-def _known_keys(loc: tuple) -> list[str]:
-    model: Any = Recipe
+def _known_keys(cls: type[Recipe], loc: tuple) -> list[str]:
+    task, model = cls.model_fields["task"].default, cls
     for i, part in enumerate(loc):
-        if _is_tag(loc, i):
-            model = VARIANT_CLASSES[part]
+        if _is_tag(loc, i, task):
+            model = config_of(task, part)
             continue
         if isinstance(part, int) or model is None:
             continue
@@ -362,11 +284,13 @@ def recipe_summary(path: Path) -> str:
     return ""
 
 
-def resolve_recipe_path(ref: str | Path | None) -> Path:
-    """A path, or the name of a built-in recipe (the default when None)."""
+def resolve_recipe_path(ref: str | Path | None, beside: Path | None = None) -> Path:
+    """A path (relative to `beside`'s folder first, for `extends`), or the name of a built-in recipe
+    (the default when None)."""
     ref = str(ref or DEFAULT_RECIPE)
     builtin = builtin_recipes()
-    for path in (Path(ref).expanduser(), builtin.get(ref)):
+    candidates = [Path(beside).parent / ref] if beside else []
+    for path in (*candidates, Path(ref).expanduser(), builtin.get(ref)):
         if path is not None and path.is_file():
             return path
     raise EdgeftError(f"recipe not found: {ref}" + (f" (built-in: {', '.join(builtin)})" if builtin else ""))
@@ -404,29 +328,64 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def load_recipe(ref: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    path = resolve_recipe_path(ref)
+def merged(base: dict, child: dict) -> dict:
+    """`extends`: the child's fields over the base's; sections merge field by field, a list (such as
+    quantize.variants) or a value in the child replaces the base's whole."""
+    out = dict(base)
+    for key, value in child.items():
+        out[key] = merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+
+def read_recipe_file(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """A recipe file as a dict, with what it `extends` (a built-in recipe's name or a path beside it)
+    merged under it. Its name, unless it says one, is its file's stem."""
+    if path.resolve() in chain:
+        raise EdgeftError(f"recipe {path}: 'extends' loops back to it ({' -> '.join(p.name for p in (*chain, path))})")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise EdgeftError(f"recipe {path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise EdgeftError(f"recipe {path} must be a mapping of sections")
+    parent = data.pop("extends", None)
+    if parent is not None:
+        if not isinstance(parent, str):
+            raise EdgeftError(f"recipe {path}: extends: give one recipe, by name or path (got {parent!r})")
+        base = read_recipe_file(resolve_recipe_path(parent, beside=path), (*chain, path.resolve()))
+        base.pop("name", None)
+        data = merged(base, data)
     data.setdefault("name", path.stem)
+    return data
+
+
+def recipe_class(task: Any) -> type[Recipe]:
+    from edgeft.core.tasks import KNOWN, get_task
+
+    if task not in KNOWN:
+        raise EdgeftError(f"task: unknown task '{task}' (known: {', '.join(KNOWN)})")
+    return get_task(task).recipe_class
+
+
+def load_recipe(ref: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    path = resolve_recipe_path(ref)
+    data = read_recipe_file(path)
     if overrides:
+        task = next((o.split("=", 1)[1].strip() for o in overrides if o.startswith("task=")), data.get("task", DEFAULT_TASK))
         # overrides into list sections start from the defaults when the recipe does not list them
         if any(o.startswith("quantize.variants.") for o in overrides):
-            data.setdefault("quantize", {}).setdefault(
-                "variants", [v.model_dump() for v in QuantizeSection().variants])
+            defaults = recipe_class(task)().quantize.variants
+            data.setdefault("quantize", {}).setdefault("variants", [v.model_dump() for v in defaults])
         data = apply_overrides(data, list(overrides))
     return recipe_from_dict(data, source=str(path))
 
 
 def recipe_from_dict(data: dict, source: str = "recipe") -> Recipe:
+    cls = recipe_class(data.get("task", DEFAULT_TASK))
     try:
-        return Recipe.model_validate(data)
+        return cls.model_validate(data)
     except ValidationError as e:
-        raise EdgeftError(_format_errors(e, source)) from None
+        raise EdgeftError(_format_errors(e, source, cls)) from None
 
 
 def dump_recipe(recipe: Recipe) -> str:

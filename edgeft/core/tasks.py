@@ -27,6 +27,12 @@ class Task:
     preprocess_before_int8 = False  # quant_pre_process (shape inference, fusions) first
     device_command = ""  # the CLI command that tries a bundle
     exported_lm_head = "all"  # which positions the exported graph computes logits for
+    recipe_module = ""  # the module whose `RECIPE` is this task's recipe class (its fields, rules and variant kinds)
+
+    @property
+    def recipe_class(self):
+        """The task's recipe schema (core/recipe.py's Recipe with the task's own fields and variant kinds)."""
+        return importlib.import_module(self.recipe_module).RECIPE
 
     # --- data -------------------------------------------------------------------------------
     def shape_splits(self, splits: dict[str, list[dict]], rows: list[dict], cfg) -> tuple[dict, dict]:
@@ -60,14 +66,6 @@ class Task:
     def export_parity(self, merge_dir: Path, folder: Path, backend: str, rows: list[dict], cfg) -> dict:
         raise NotImplementedError
 
-    def quantize_int4(self, src: Path, dst: Path, variant) -> dict:
-        raise NotImplementedError
-
-    def finish_quantize(self, folder: Path, variant, data_dir: Path) -> dict:
-        """Edits of a variant's graph after its quantizer ran (data_dir: the run's splits, for calibration);
-        returns what they did (the manifest's details)."""
-        return {}
-
     def drift_logits(self, fp32_dir: Path, quant_dir: Path, rows: list[dict]):
         """Logits of the fp32 and the quantized model on validation inputs (the same rows)."""
         raise NotImplementedError
@@ -75,6 +73,11 @@ class Task:
     # --- bench ------------------------------------------------------------------------------
     def bench_plan(self, recipe, variants: list, data_dir: Path):
         """A benchkit.BenchPlan: which workers to start, what to ask them, how to score it."""
+        raise NotImplementedError
+
+    def report_view(self, report: dict) -> tuple[dict, dict | None]:
+        """A bench report's table ({"headers", "rows"}, for the screen, Markdown and HTML) and its plot
+        spec (quality against speed), made from its rows whenever it is shown."""
         raise NotImplementedError
 
     def device_usage(self, recipe) -> tuple[str, str]:

@@ -10,11 +10,12 @@ database with the full `mlflow` package).
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from edgeft.runtime.errors import EdgeftError
-from edgeft.runtime.files import MANIFEST
+from edgeft.runtime.files import MANIFEST, REPORT_JSON, RunLayout
 
 MISSING = ("tracking with MLflow needs its client, an optional extra: pip install 'edgeft[track]' (or drop --track "
            "mlflow / tracking.mlflow from the recipe)")
@@ -39,9 +40,9 @@ def flatten(value, prefix: str = "", numbers_only: bool = False, depth: int = 5)
 
 
 def report_numbers(report: dict) -> dict:
-    """A bench report's numbers by variant: its metrics, size, and each latency entry's medians."""
+    """A bench report's numbers by variant: its metrics, size, and each speed entry (by thread count)."""
     rows = {v["name"]: {"metrics": v.get("metrics", {}), "size_bytes": v.get("size_bytes"),
-                        "latency": {f"{e['threads']}t": e for e in v.get("latency_ms", [])}}
+                        **{kind: {f"{e['threads']}t": e for e in v.get(kind, [])} for kind in ("latency", "decode")}}
             for v in report.get("variants", [])}
     return flatten(rows, numbers_only=True)
 
@@ -62,7 +63,7 @@ class MlflowTracking:
         except ImportError:
             raise EdgeftError(MISSING) from None
         self.Metric, self.Param = Metric, Param
-        uri = recipe.tracking.uri or (Path(run_dir) / "mlruns").resolve().as_uri()
+        uri = recipe.tracking.uri or RunLayout(run_dir).mlflow.resolve().as_uri()
         if uri.startswith("file:"):  # MLflow 3 keeps the folder store in maintenance mode; it needs no server
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         self.client = MlflowClient(uri)
@@ -86,16 +87,16 @@ class MlflowTracking:
         run = self.client.create_run(self.experiment, run_name=name, tags={"mlflow.parentRunId": self.parent,
                                                                            "edgeft.skipped": str(skipped)})
         run_id = run.info.run_id
-        results = [r for r in (result if isinstance(result, list) else [result]) if isinstance(r, dict)]
-        for one in results:
-            tag = f"{one['variant']}." if len(results) > 1 else ""  # several variants share the stage's run
-            metrics = report_numbers(one) if "variants" in one else flatten(one.get("metrics", {}), numbers_only=True)
-            self.log(run_id, flatten(one.get("config", {}), tag), {f"{tag}{k}": v for k, v in metrics.items()})
-            if one.get("_folder"):  # the stage's manifest, and a bench's reports
-                folder = Path(one["_folder"])
-                for path in [*sorted(folder.glob("report.*")), folder / MANIFEST]:
-                    if path.is_file():
-                        self.client.log_artifact(run_id, str(path), artifact_path=tag.rstrip(".") or None)
+        results = [r for r in (result if isinstance(result, list) else [result]) if r is not None]
+        for one in results:  # the stage's manifests
+            tag = f"{one.variant}." if len(results) > 1 else ""  # several variants share the stage's run
+            report = Path(one.folder) / REPORT_JSON
+            metrics = (report_numbers(json.loads(report.read_text())) if one.stage == "bench" and report.is_file()
+                       else flatten(one.metrics, numbers_only=True))
+            self.log(run_id, flatten(one.config, tag), {f"{tag}{k}": v for k, v in metrics.items()})
+            for path in [*sorted(Path(one.folder).glob("report.*")), Path(one.folder) / MANIFEST]:
+                if path.is_file():  # the manifest, and a bench's reports
+                    self.client.log_artifact(run_id, str(path), artifact_path=tag.rstrip(".") or None)
         self.log(run_id, {}, {"seconds": seconds})
         self.client.set_terminated(run_id)
 

@@ -10,39 +10,39 @@ from pathlib import Path
 from edgeft import EdgeftError
 from edgeft.benchkit.ledger import build_ledger, trained_model
 from edgeft.benchkit.plan import BenchPlan, BenchResults
-from edgeft.benchkit.report import plot_points
-from edgeft.core.artifacts import find_in_lineage, model_bytes
+from edgeft.core.artifacts import Manifest, find_in_lineage, model_bytes
 from edgeft.core.metrics import exact_match, normalize_answer, perplexity
 from edgeft.core.splits import load_split
 from edgeft.generation.chat import encode_chat
 from edgeft.generation.runners import RUNNER_ORT, RUNNER_TORCH, RUNNER_TRAINED
 from edgeft.runtime.files import GENERATION_FILE, GGUF_FILE, HF_CONFIG_FILE, ONNX_FILE, SAFETENSORS_SUFFIX
 from edgeft.runtime.generator import choose_prompt_graph
-from edgeft.runtime.stats import decode_entry, memory_bandwidth
+from edgeft.runtime.report import Decode, Row, example_text, rows_of
+from edgeft.runtime.stats import memory_bandwidth
 
 
 def bench_plan(recipe, variants: list, data_dir: Path) -> BenchPlan:
     from edgeft.generation.models import load_tokenizer
 
     cfg = recipe.bench
-    merged = next((v for v in variants if v[2]["stage"] == "merge"), None)
+    merged = next((v for v in variants if v[2].stage == "merge"), None)
     base_dir = find_in_lineage(variants[0][2], "base_model")
     trained = trained_model(variants)  # the ledger's first step: scored, not timed
-    models = [("base-fp32", base_dir, {"stage": "base", "format": "pytorch"})] + ([trained] if trained else [])
+    models = [("base-fp32", base_dir, Manifest(stage="base", format="pytorch"))] + ([trained] if trained else [])
     models += list(variants)
     # the very same token ids for every model: prompts and answers, and a real-text speed prompt
     tokenizer = load_tokenizer(merged[1] if merged else base_dir)
     test = load_split(data_dir, "test")[:cfg.max_test_samples]
     encoded = [encode_chat(tokenizer, r["messages"], recipe.data.max_length) for r in test]
     prompts, answers = [full[:n] for full, n in encoded], [full[n:] for full, n in encoded]
-    text = " ".join(r["text"] if "text" in r else r["messages"][-2]["content"] for r in test)
+    text = " ".join(example_text(r) for r in test)
     speed_prompt = tokenizer(text, add_special_tokens=False)["input_ids"][:cfg.prompt_tokens]
     if len(speed_prompt) < cfg.prompt_tokens:
         raise EdgeftError(f"bench.prompt_tokens {cfg.prompt_tokens}: the test texts hold only {len(speed_prompt)} tokens")
     top = max(cfg.threads)
-    specs = {f"{name}@{t}": {"runner": RUNNER_TRAINED if m["stage"] == "tune" else RUNNER_TORCH
-                             if m.get("format") == "pytorch" else RUNNER_ORT, "folder": str(p), "threads": t}
-             for name, p, m in models for t in cfg.threads if m["stage"] not in ("base", "tune") or t == top}
+    specs = {f"{name}@{t}": {"runner": RUNNER_TRAINED if m.stage == "tune" else RUNNER_TORCH
+                             if m.format == "pytorch" else RUNNER_ORT, "folder": str(p), "threads": t}
+             for name, p, m in models for t in cfg.threads if m.stage not in ("base", "tune") or t == top}
     timed = [key for key in specs if not key.startswith(("base-", "trained@"))]
     bandwidth = {t: memory_bandwidth(t) for t in cfg.threads}
 
@@ -58,8 +58,8 @@ def bench_plan(recipe, variants: list, data_dir: Path) -> BenchPlan:
         context = len(speed_prompt) + cfg.new_tokens // 2
         rows = [model_row(m, cfg, results, bandwidth, len(speed_prompt), context, test) for m in models]
         add_retention(rows)
-        report = {
-            "test_examples": len(test), "variants": rows, "quality_metric": "exact_match",
+        return {
+            "test_examples": len(test), "variants": [r.to_json() for r in rows], "quality_metric": "exact_match",
             "timed": (f"greedy decoding at batch 1: time to first token = prefill of a {len(speed_prompt)}-token "
                       f"prompt + argmax; then {cfg.new_tokens - 1} decode steps, each a model call + argmax; "
                       "tokenization and detokenization excluded; each model in its own process, interleaved over "
@@ -67,9 +67,7 @@ def bench_plan(recipe, variants: list, data_dir: Path) -> BenchPlan:
             "quality": f"exact match of the greedy answer (at most {cfg.max_new_tokens_eval} tokens) on {len(test)} "
                        "held-out chats; NLL/perplexity of the reference answer tokens (teacher forced)",
             "memory_bandwidth_gb_s": {str(t): b / 1e9 for t, b in bandwidth.items()},
-            "ledger": build_ledger([m for m in models if m[2]["stage"] != "base"], results.quality, "exact_match")}
-        plot = plot_points(rows, top, "ms_per_token_p50", "exact_match", "decode ms/token (p50)", "exact match")
-        return {**report, "table": table(rows, top), "plot": plot}
+            "ledger": build_ledger([m for m in models if m[2].stage != "base"], results.quality, "exact_match")}
 
     evaluate = ("evaluate", {"prompts": prompts, "answers": answers, "max_new_tokens": cfg.max_new_tokens_eval})
     return BenchPlan(models=models, specs=specs, score=score, build=build,
@@ -81,72 +79,72 @@ def bench_plan(recipe, variants: list, data_dir: Path) -> BenchPlan:
 
 
 def model_row(model: tuple, cfg, results: BenchResults, bandwidth: dict, prompt_tokens: int, context: int,
-              test: list[dict]) -> dict:
+              test: list[dict]) -> Row:
     name, path, manifest = model
-    entry = {"name": name, "format": manifest.get("format", "onnx"), "stage": manifest["stage"], "path": str(path),
-             "size_bytes": model_bytes(path)}
-    if entry["format"] == "onnx":  # the graph this CPU's prompts ran (model.prefill.avx512.onnx needs AVX-512)
-        entry["prompt_graph_file"] = choose_prompt_graph(path).name
+    row = Row(name, manifest.format or "onnx", manifest.stage, model_bytes(path), path=str(path))
+    if row.format == "onnx":  # the graph this CPU's prompts ran (model.prefill.avx512.onnx needs AVX-512)
+        row.prompt_graph_file = choose_prompt_graph(path).name
     if name in results.failed:
-        return {**entry, "error": results.failed[name]}
+        row.error = results.failed[name]
+        return row
     metrics = dict(results.quality[name])
-    said, correct, _ = metrics.pop("said"), metrics.pop("correct"), metrics.pop("first")
-    entry.update(metrics=metrics, predictions=said, correct=correct, latency_ms=[], throughput=[], peak_rss_bytes={},
-                 examples=[{"question": r["messages"][-2]["content"], "expected": r["answer"], "said": s}
-                           for r, s in list(zip(test, said))[:5]])
+    said, row.correct, _ = metrics.pop("said"), metrics.pop("correct"), metrics.pop("first")
+    row.metrics, row.predictions = metrics, said
+    row.examples = [{"question": example_text(r), "expected": r["answer"], "said": s} for r, s in list(zip(test, said))[:5]]
     for t in cfg.threads:
         key = f"{name}@{t}"
-        entry["peak_rss_bytes"][str(t)] = results.peaks.get(key, 0)
+        row.peak_rss_bytes[str(t)] = results.peaks.get(key, 0)
         runs = [replies[0] for replies in results.timings.get(key, [])]
         if runs:
-            entry["latency_ms"].append(speed_row(runs, t, cfg, bandwidth[t] / bytes_per_token(
-                path, entry["format"], context), prompt_tokens, bandwidth[t]))
-    return entry
+            row.decode.append(Decode.of(runs, t, prompt_tokens, cfg.new_tokens, bandwidth[t],
+                                        bytes_per_token(path, row.format, context)))
+    return row
 
 
-def speed_row(runs: list[dict], threads: int, cfg, ceiling: float, prompt_tokens: int, bandwidth: float) -> dict:
-    entry = decode_entry(runs, threads, prompt_tokens, cfg.new_tokens)
-    return {**entry, "decode_ceiling_tokens_per_s": ceiling, "bandwidth_gb_s": bandwidth / 1e9,
-            "decode_fraction_of_ceiling": entry["decode_tokens_per_s"]["median"] / ceiling}
-
-
-def add_retention(rows: list[dict]) -> None:
+def add_retention(rows: list[Row]) -> None:
     """How much of the fine-tune's gain over the base model each model keeps."""
-    by_name = {r["name"]: r for r in rows if "error" not in r}
+    by_name = {r.name: r for r in rows if r.error is None}
     if "base-fp32" not in by_name or "pytorch-fp32" not in by_name:
         return
-    base_em, merged_em = (by_name[n]["metrics"]["exact_match"] for n in ("base-fp32", "pytorch-fp32"))
+    base_em, merged_em = (by_name[n].metrics["exact_match"] for n in ("base-fp32", "pytorch-fp32"))
     if merged_em != base_em:
         for row in by_name.values():
-            row["metrics"]["fine_tune_retention"] = (row["metrics"]["exact_match"] - base_em) / (merged_em - base_em)
+            row.metrics["fine_tune_retention"] = (row.metrics["exact_match"] - base_em) / (merged_em - base_em)
 
 
-def table(variants: list[dict], top: int) -> dict:
+def view(report: dict) -> tuple[dict, dict]:
+    """The report's table (for the screen, Markdown and HTML) and its plot: exact match against decode ms/token."""
+    rows, top = rows_of(report), max(report["threads"])
+    points = [{"name": r.name, "x": r.speed_at(top).ms_per_token_p50, "y": r.metrics["exact_match"]}
+              for r in rows if r.speed_at(top)]
+    return table(rows, top), {"xlabel": f"decode ms/token (p50), {top} threads", "ylabel": "exact match",
+                              "points": points}
+
+
+def table(rows: list[Row], top: int) -> dict:
     headers = ["variant", "format", "size MiB", "exact match", "retention", "answer ppl", f"TTFT ms @{top}t",
                "prefill tok/s", "decode tok/s (min-max)", "ms/token p50/p90", "% of ceiling", "peak RSS MiB"]
-    rows = []
-    for v in variants:
-        if "error" in v:
-            rows.append([v["name"], v["format"], f"{v['size_bytes'] / 2**20:.1f}", f"failed: {v['error']}"])
+    lines = []
+    for r in rows:
+        if r.error is not None:
+            lines.append([r.name, r.format, f"{r.size_bytes / 2**20:.1f}", f"failed: {r.error}"])
             continue
-        m = v["metrics"]
-        lat = {l["threads"]: l for l in v["latency_ms"]}.get(top)
+        m = r.metrics
         retention = m.get("fine_tune_retention")
-        row = [v["name"], v["format"], f"{v['size_bytes'] / 2**20:.1f}", f"{m['exact_match']:.3f}",
-               f"{retention:.2f}" if retention is not None else "-", f"{m['answer_perplexity']:.2f}"]
-        if lat:
-            d = lat["decode_tokens_per_s"]
-            row += [f"{lat['ttft_ms']['median']:.0f}", f"{lat['prefill_tokens_per_s']['median']:.0f}",
-                    f"{d['median']:.1f} ({d['min']:.1f}-{d['max']:.1f})",
-                    f"{lat['ms_per_token_p50']:.1f}/{lat['ms_per_token_p90']:.1f}",
-                    f"{100 * lat['decode_fraction_of_ceiling']:.0f}%"]
+        line = [r.name, r.format, f"{r.size_bytes / 2**20:.1f}", f"{m['exact_match']:.3f}",
+                f"{retention:.2f}" if retention is not None else "-", f"{m['answer_perplexity']:.2f}"]
+        d = r.speed_at(top)
+        if d:
+            line += [f"{d.ttft_ms.median:.0f}", f"{d.prefill_tokens_per_s.median:.0f}",
+                     f"{d.decode_tokens_per_s.median:.1f} ({d.decode_tokens_per_s.min:.1f}-{d.decode_tokens_per_s.max:.1f})",
+                     f"{d.ms_per_token_p50:.1f}/{d.ms_per_token_p90:.1f}",
+                     f"{100 * d.fraction_of_ceiling:.0f}%" if d.fraction_of_ceiling else "-"]
         else:
-            row += ["-"] * 5
-        peak = max(v["peak_rss_bytes"].values()) if v["peak_rss_bytes"] else 0
-        row.append(f"{peak / 2**20:.0f}" if peak else "-")
-        rows.append(row)
-    return {"headers": headers, "rows": rows}
-
+            line += ["-"] * 5
+        peak = max(r.peak_rss_bytes.values()) if r.peak_rss_bytes else 0
+        line.append(f"{peak / 2**20:.0f}" if peak else "-")
+        lines.append(line)
+    return {"headers": headers, "rows": lines}
 
 
 def hf_kv_shape(config: dict) -> tuple[int, int, int]:

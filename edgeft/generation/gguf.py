@@ -16,10 +16,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from edgeft import EdgeftError
+from edgeft.core.variants import BuildContext, Variant, VariantKind, register_variant
 from edgeft.runtime.files import GENERATION_FILE, GGUF_FILE, TOKENIZER_FILE
 from edgeft.runtime.greedy import GreedyDecoding
 from edgeft.runtime.onnx import load_tokenizer, read_json
@@ -174,3 +177,23 @@ class LlamaCppGenerator(GreedyDecoding):
 
     def step(self, token: int, state):
         return self._eval([token], state)
+
+
+class GgufVariant(Variant):
+    """A llama.cpp type of the GGUF export (source gguf), made by llama.cpp's own quantizer."""
+    source: Literal["gguf"]
+    method: Literal["gguf"]
+    type: Literal["F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_0", "Q4_K_M", "Q4_K_S", "Q4_0", "Q4_1", "Q3_K_M",
+                  "Q2_K"] = Field("Q4_K_M", description="llama.cpp's file type (llama-quantize's names)")
+
+
+def build_gguf_variant(ctx: BuildContext) -> dict:
+    from edgeft.quantizers.common import copy_sidecar_files
+
+    copy_sidecar_files(ctx.export_dir, ctx.out)
+    quantize_file(Path(ctx.export_dir) / GGUF_FILE, ctx.out / GGUF_FILE, ctx.variant.type)
+    return {"gguf_type": ctx.variant.type}
+
+
+GGUF = register_variant(VariantKind("gguf", ("gguf",), GgufVariant, build_gguf_variant, ("generation",),
+                                    "llama.cpp's types of the GGUF export, by its quantizer"))

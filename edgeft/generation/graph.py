@@ -70,7 +70,7 @@ def quantize_decoder_int4(src: Path, dst: Path, variant) -> dict:
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    from edgeft.training.grid import algo_config
+    from edgeft.quantizers.weight_only import algo_config
 
     model = onnx.load(str(src))
     fold_tied_head(model)

@@ -17,6 +17,7 @@ class GenerationTask(Task):
     large_model = True
     device_command = "chat"
     exported_lm_head = "last_token_only"
+    recipe_module = "edgeft.generation.recipe"
 
     def shape_splits(self, splits, rows, cfg):
         from edgeft.generation.chat import to_chat
@@ -54,42 +55,12 @@ class GenerationTask(Task):
             prune_lm_head(folder / ONNX_FILE)
         config = AutoConfig.from_pretrained(merge_dir)
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        system_prompt = read_manifest(data_dir, verify=False)["config"].get("system_prompt")
+        system_prompt = read_manifest(data_dir, verify=False).config.get("system_prompt")
         write_generation_settings(self.load_tokenizer(merge_dir), folder, config, system_prompt, head_dim)
 
     def export_parity(self, merge_dir, folder, backend, rows, cfg):
         from edgeft.generation.parity import generation_parity
         return generation_parity(merge_dir, folder, backend, rows, cfg.parity_new_tokens)
-
-    def quantize_int4(self, src, dst, variant):
-        from edgeft.generation.graph import quantize_decoder_int4
-        return quantize_decoder_int4(src, dst, variant)
-
-    def finish_quantize(self, folder, variant, data_dir):
-        """Weight-only variants: sibling MatMulNBits packed (gate and up), the head as a shortlist, and
-        the KV cache at int8 (calibrated first, on the graph as the builder wrote it)."""
-        import onnx
-
-        from edgeft.core.splits import load_split
-        from edgeft.generation.graph import pack_sibling_matmuls, save_with_data
-        from edgeft.generation.kvquant import channel_maxima, quantize_kv_cache, write_cache_prefill_graph
-        from edgeft.generation.shortlist import add_head_shortlist
-        from edgeft.runtime.files import ONNX_FILE
-
-        path = folder / ONNX_FILE
-        if getattr(variant, "method", None) not in ("int4", "int8-weights") or not path.exists():
-            return {}
-        maxima = channel_maxima(folder, load_split(data_dir, "train")) if variant.kv_cache else None
-        model = onnx.load(str(path))
-        details = {"packed_matmuls": pack_sibling_matmuls(model)}
-        if variant.head_shortlist:
-            details["head_shortlist"] = add_head_shortlist(model, variant.head_shortlist, variant.block_size)
-        if maxima:
-            details["kv_cache"] = quantize_kv_cache(model, maxima)
-        save_with_data(model, path)
-        if maxima:
-            details["kv_cache"]["prefill_graph"] = write_cache_prefill_graph(folder)
-        return details
 
     def drift_logits(self, fp32_dir, quant_dir, rows):
         """The first answer token's logits of 16 validation chats."""
@@ -104,6 +75,10 @@ class GenerationTask(Task):
     def bench_plan(self, recipe, variants, data_dir):
         from edgeft.generation.bench_plan import bench_plan
         return bench_plan(recipe, variants, data_dir)
+
+    def report_view(self, report):
+        from edgeft.generation.bench_plan import view
+        return view(report)
 
     def device_usage(self, recipe):
         return (f"A text generator ({recipe.model.base}) with its KV cache",

@@ -28,9 +28,9 @@ def runtime_class(task: str):
 
 def load(folder: Path | str, threads: int | None = None, verify: bool = True, **kwargs):
     """A Classifier or Generator for the folder, by the task its manifest names."""
-    from edgeft.runtime.bundle import read_manifest
+    from edgeft.runtime.manifest import read_manifest
 
-    task = read_manifest(folder, verify=False, what="model").get("task")
+    task = read_manifest(folder, verify=False, what="model").task
     if task not in RUNTIMES:
         raise EdgeftError(f"{folder}: unknown task '{task}'")
     return runtime_class(task)(Path(folder), threads, verify=verify, **kwargs)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeft.runtime.bundle import expect_task, read_manifest
 from edgeft.runtime.files import LABELS_FILE, ONNX_FILE, PREPROCESS_FILE
+from edgeft.runtime.manifest import expect_task, read_manifest
 from edgeft.runtime.onnx import load_tokenizer, read_json, session
 from edgeft.runtime.selfcheck import verify_tokenizer
 

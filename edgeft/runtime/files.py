@@ -1,8 +1,12 @@
 """Every file name edgeft writes or reads, in one place (as gguf-py's constants name every key).
 
 Artifact folders, bundles and run folders are made of these names; nothing else in edgeft spells
-them out. This module imports nothing, so a device-side tool can use it on its own.
+them out. A run folder's layout is `RunLayout`, which every caller asks. This module imports nothing
+but the standard library, so a device-side tool can use it on its own.
 """
+from __future__ import annotations
+
+from pathlib import Path
 
 # every artifact folder
 MANIFEST = "manifest.json"
@@ -64,3 +68,46 @@ RUN_SUMMARY = "run.json"
 RUN_LOG = "edgeft.log"  # third-party logging and warnings of every stage
 ERROR_LOG = "edgeft-error.log"  # the traceback of an internal error
 PARTIAL_SUFFIX = ".partial"
+
+
+QUANTIZE_DIR = "quantize"
+
+
+class RunLayout:
+    """Where each stage's artifact lies in a run folder (`edgeft run` writes them all):
+
+        data/  base/  tune/  merge/  export-<backend>/  quantize/<variant>/  bench/  package/
+        recipe.yaml  run.json  edgeft.log  .edgeft.lock  [mlruns/]
+    (`edgeft adapt` writes data/, tune/ and adapter/ the same way.)
+    """
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    data = property(lambda self: self.root / "data")
+    base = property(lambda self: self.root / "base")  # an imported GGUF base, as a Hugging Face folder
+    tune = property(lambda self: self.root / "tune")
+    merge = property(lambda self: self.root / "merge")
+    quantized = property(lambda self: self.root / QUANTIZE_DIR)  # one folder per variant below it
+    bench = property(lambda self: self.root / "bench")
+    package = property(lambda self: self.root / "package")
+    adapter = property(lambda self: self.root / "adapter")  # `edgeft adapt`'s adapter bundle
+    recipe = property(lambda self: self.root / RECIPE_FILE)
+    summary = property(lambda self: self.root / RUN_SUMMARY)
+    log = property(lambda self: self.root / RUN_LOG)
+    lock = property(lambda self: self.root / RUN_LOCK)
+    report = property(lambda self: self.bench / REPORT_JSON)
+    mlflow = property(lambda self: self.root / "mlruns")  # `edgeft run --track mlflow`'s store
+
+    def export(self, backend: str) -> Path:
+        return self.root / f"export-{backend}"
+
+    def variant(self, name: str) -> Path:
+        return self.quantized / name
+
+    @classmethod
+    def of(cls, artifact: Path | str) -> RunLayout:
+        """The run folder an artifact lies in: its parent, or its grandparent for a quantized variant
+        (a `.partial` folder being written counts as the folder it becomes)."""
+        folder = Path(artifact).resolve()
+        return cls(folder.parent.parent if folder.parent.name == QUANTIZE_DIR else folder.parent)

@@ -8,14 +8,14 @@ others' results are kept, and the stage then fails naming it.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from edgeft import EdgeftError
 from edgeft.benchkit.plan import run_plan, steps
-from edgeft.benchkit.report import write_reports
+from edgeft.benchkit.report import read_report, write_reports
 from edgeft.core.artifacts import (
+    Manifest,
     find_in_lineage,
     input_ref,
     is_up_to_date,
@@ -23,6 +23,7 @@ from edgeft.core.artifacts import (
     machine_info,
     read_manifest,
     stage_output,
+    up_to_date,
     variant_name,
     write_manifest,
 )
@@ -47,33 +48,31 @@ def discover(folders: list[Path]) -> list[tuple[str, Path, dict]]:
             raise EdgeftError(f"bench: folder not found: {folder}")
         for path in candidates:
             manifest = read_manifest(path, what="variant")
-            if manifest["stage"] in ORDER:
+            if manifest.stage in ORDER:
                 found.append((variant_name(manifest), path, manifest))
     if not found:
         raise EdgeftError(f"bench: no merged, exported or quantized model in {', '.join(map(str, folders))}")
-    found.sort(key=lambda item: (ORDER[item[2]["stage"]], item[0]))
+    found.sort(key=lambda item: (ORDER[item[2].stage], item[0]))
     names = [n for n, _, _ in found]
     if len(set(names)) != len(names):
         raise EdgeftError(f"bench: two variants share a name: {names}")
     return found
 
 
-def previous_report(out: Path, inputs: list, config: dict) -> dict | None:
-    """The report of an earlier bench of exactly these models and settings, if it completed."""
-    if not is_up_to_date(out, inputs, config):
-        return None
-    report = json.loads((Path(out) / REPORT_JSON).read_text())
-    return None if report.get("failed") else {**report, "_up_to_date": True, "_folder": str(out)}
+def completed_before(out: Path, inputs: list, config: dict) -> bool:
+    """Whether `out` holds an earlier bench of exactly these models and settings that completed."""
+    return is_up_to_date(out, inputs, config) and not read_report(out).get("failed")
 
 
-def bench(recipe: Recipe, folders: list[Path], out: Path, *, force: bool = True, progress: bool = True) -> dict:
+def bench(recipe: Recipe, folders: list[Path], out: Path, *, force: bool = True, progress: bool = True) -> Manifest:
+    """Measure the models in `folders`; the report is in `out` (benchkit.report.read_report)."""
     cfg = recipe.bench
-    variants = [v for v in discover(folders) if cfg.include_pytorch or v[2]["stage"] != "merge"]
-    task = get_task(variants[0][2]["task"])
+    variants = [v for v in discover(folders) if cfg.include_pytorch or v[2].stage != "merge"]
+    task = get_task(variants[0][2].task)
     inputs = [input_ref(name, path, manifest) for name, path, manifest in variants]
     config = cfg.model_dump(mode="json")
-    if not force and (done := previous_report(out, inputs, config)):
-        return done
+    if not force and completed_before(out, inputs, config):
+        return up_to_date(out)
     plan = task.bench_plan(recipe, variants, find_in_lineage(variants[0][2], "data"))
     say(f"bench: {plan.summary}")
     bar = console_progress(steps(plan, cfg.rounds), "bench", "run", progress)
@@ -83,10 +82,18 @@ def bench(recipe: Recipe, folders: list[Path], out: Path, *, force: bool = True,
               "failed": results.failed, "machine": machine_info(), "versions": library_versions(),
               "command": " ".join(sys.argv)}
     with stage_output(out) as tmp:
-        write_reports(report, tmp)
-        write_manifest(tmp, stage="bench", task=task.name, inputs=inputs, config=config,
-                       metrics={v["name"]: v.get("metrics", {"error": v.get("error")}) for v in report["variants"]})
+        write_reports(report, tmp, task.report_view(report))
+        manifest = write_manifest(tmp, stage="bench", task=task.name, inputs=inputs, config=config,
+                                  metrics={v["name"]: v.get("metrics", {"error": v.get("error")}) for v in report["variants"]})
     if results.failed:
         raise EdgeftError("bench: " + "; ".join(f"the worker for {name} {why}" for name, why in results.failed.items())
                           + f". The other models' results are in {Path(out) / REPORT_JSON}")
-    return {**report, "_folder": str(out)}
+    return manifest
+
+
+def report_view(report: dict) -> tuple[dict, dict | None]:
+    """The table and plot spec of any bench report: a run's (by its task) or a device bench's."""
+    if "bundle" in report:
+        from edgeft.stages.device import device_view
+        return device_view(report)
+    return get_task(report["task"]).report_view(report)

@@ -24,9 +24,10 @@ from edgeft.benchkit.remote import Device
 from edgeft.benchkit.report import mib, write_reports
 from edgeft.core.artifacts import input_ref, stage_output, write_manifest
 from edgeft.core.console import say
-from edgeft.runtime.bundle import read_manifest
 from edgeft.runtime.device_bench import manifest_sha256
 from edgeft.runtime.errors import EdgeftError
+from edgeft.runtime.manifest import Manifest, read_manifest
+from edgeft.runtime.report import Decode, rows_of
 
 COMPLETE = ".edgeft-complete"  # written last into an installed venv
 NO_VENV = "python3 cannot create a venv here (Debian, Raspberry Pi OS: apt install python3-venv)"
@@ -103,15 +104,14 @@ def parse_probe(out: str) -> dict:
     return found
 
 
-def prepare(device: Device, bundle: Path, manifest: dict, *, base: str, python: str, install: bool,
+def prepare(device: Device, bundle: Path, manifest: Manifest, *, base: str, python: str, install: bool,
             pip_args: str) -> tuple[str, str]:
     """Get the bundle (and with `install`, the runtime) onto the device; returns (bundle folder there,
     the python that runs the runtime there)."""
-    runtime = manifest.get("runtime")
-    wheel = runtime.get("wheel") if isinstance(runtime, dict) else None  # bundles made before the wheel: a string
+    wheel = manifest.runtime.get("wheel") if isinstance(manifest.runtime, dict) else None  # older bundles: a string
     digest = manifest_sha256(bundle)
     dest = f"{base}/bundles/{bundle.name}-{digest[:12]}"
-    venv = f"{base}/venv-{manifest['files'][wheel]['sha256'][:12]}" if wheel else f"{base}/venv-none"
+    venv = f"{base}/venv-{manifest.files[wheel]['sha256'][:12]}" if wheel else f"{base}/venv-none"
     found = parse_probe(device.run(probe_script(python, base, dest, venv), "probing the device"))
     if "python" not in found:
         raise EdgeftError(f"the device did not answer the probe through `{device.prefix}`")
@@ -122,7 +122,7 @@ def prepare(device: Device, bundle: Path, manifest: dict, *, base: str, python: 
     if found.get("bundle") == digest:
         say(f"device: {dest} already holds this bundle (manifest sha256 {digest[:12]}): copy skipped")
     else:
-        size = sum(f["bytes"] for f in manifest["files"].values())
+        size = sum(f["bytes"] for f in manifest.files.values())
         free = int(found.get("free_kib") or 0) * 1024
         if free and free < size * 1.1:
             raise EdgeftError(f"the device has {mib(free)} MiB free in {base}; the bundle needs {mib(size)} MiB")
@@ -183,14 +183,14 @@ def bench_on_device(bundle: Path, prefix: str, out: Path, *, install: bool = Fal
     if compare_host:
         say("host: running the same bench here")
         rows.insert(0, _where(run_here(bundle, args), "host", "this host"))
-    report = {"task": manifest["task"], "recipe": f"{bundle.name} ({manifest['variant']})", "bundle": remote["bundle"],
+    report = {"task": manifest.task, "recipe": f"{bundle.name} ({manifest.variant})", "bundle": remote["bundle"],
               "on": prefix, "variants": rows, "timed": remote["timed"], "test_examples": remote["eval_examples"],
-              "rounds": rounds, "command": " ".join(sys.argv), "table": device_table(rows)}
+              "rounds": rounds, "command": " ".join(sys.argv)}
     if compare_host:  # the ledger's device step: the same examples there and here
         report["ledger"] = device_ledger(rows[0], rows[1], remote["quality_metric"])
     with stage_output(out) as tmp:
-        write_reports(report, tmp)
-        write_manifest(tmp, stage="bench", task=manifest["task"], inputs=[input_ref("bundle", bundle, manifest)],
+        write_reports(report, tmp, device_view(report))
+        write_manifest(tmp, stage="bench", task=manifest.task, inputs=[input_ref("bundle", bundle, manifest)],
                        config={"on": prefix, "threads": threads, "rounds": rounds, "cold_rounds": cold_rounds},
                        metrics={r["where"]: r["metrics"] for r in rows})
     return report
@@ -202,15 +202,16 @@ def _where(report: dict, where: str, through: str) -> dict:
             "machine": report["machine"], "versions": report["versions"], "threads": report["threads"][0]}
 
 
-def device_table(rows: list[dict]) -> dict:
+def device_view(report: dict) -> tuple[dict, None]:
+    """The table of a device bench: a row per machine (the host, the device)."""
     headers = ["where", "CPU", "cores", "OS", "threads", "quality", "cold start s (min-max)", "speed", "peak RSS MiB"]
     table = []
-    for r in rows:
-        m, lat, cold = r["machine"], r["latency_ms"][0], r["cold_start"]["first_result_s"]
-        quality = ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in r["metrics"].items())
-        speed = (f"TTFT {lat['ttft_ms']['median']:.0f} ms, decode {lat['decode_tokens_per_s']['median']:.1f} tok/s"
-                 if "decode_tokens_per_s" in lat else f"p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f} ms")
-        table.append([r["where"], m["cpu"], m["cpus"], m["os"], r["threads"], quality,
-                      f"{cold['median']:.2f} ({cold['min']:.2f}-{cold['max']:.2f})", speed,
-                      f"{max(r['peak_rss_bytes'].values()) / 2**20:.0f}"])
-    return {"headers": headers, "rows": table}
+    for r in rows_of(report):
+        m, speed, cold = r.machine, r.speed_at(r.threads), r.cold_start["first_result_s"]
+        quality = ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in r.metrics.items())
+        shown = (f"TTFT {speed.ttft_ms.median:.0f} ms, decode {speed.decode_tokens_per_s.median:.1f} tok/s"
+                 if isinstance(speed, Decode) else f"p50 {speed.p50_ms:.2f} ms, p90 {speed.p90_ms:.2f} ms")
+        table.append([r.where, m["cpu"], m["cpus"], m["os"], r.threads, quality,
+                      f"{cold['median']:.2f} ({cold['min']:.2f}-{cold['max']:.2f})", shown,
+                      f"{max(r.peak_rss_bytes.values()) / 2**20:.0f}"])
+    return {"headers": headers, "rows": table}, None

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from edgeft import EdgeftError
 from edgeft.core.artifacts import (
+    Manifest,
     find_in_lineage,
     input_ref,
     is_up_to_date,
@@ -57,9 +58,9 @@ def check_parity(parity: dict, backend: str, atol: float) -> None:
                              f"; greedy tokens differ from PyTorch in {parity['greedy_mismatches']} prompts"))
 
 
-def export(recipe: Recipe, merge_dir: Path, out: Path, *, backend: str = "optimum", force: bool = True) -> dict:
+def export(recipe: Recipe, merge_dir: Path, out: Path, *, backend: str = "optimum", force: bool = True) -> Manifest:
     merged = read_manifest(merge_dir, stage="merge", what="merged model")
-    task = get_task(merged["task"])
+    task = get_task(merged.task)
     if backend not in task.export_backends:
         raise EdgeftError(f"export backend '{backend}' does not export {task.name} models "
                           f"(use {' or '.join(task.export_backends)})")
@@ -75,6 +76,6 @@ def export(recipe: Recipe, merge_dir: Path, out: Path, *, backend: str = "optimu
         parity = task.export_parity(Path(merge_dir), tmp, backend, rows, recipe.export)
         check_parity(parity, backend, recipe.export.parity_atol)
         return write_manifest(tmp, stage="export", task=task.name, inputs=inputs, config=config,
-                              metrics={"parity": parity}, labels=merged.get("labels", []), backend=backend,
+                              metrics={"parity": parity}, labels=merged.labels, backend=backend,
                               format="gguf" if backend == "gguf" else "onnx", precision="fp32",
                               lm_head=task.exported_lm_head)

@@ -35,7 +35,7 @@ BATCH = 16
 
 def merge(recipe: Recipe, tune_dir: Path, out: Path, *, force: bool = True) -> dict:
     tuned = read_manifest(tune_dir, stage="tune", what="tune output")
-    task, labels = get_task(tuned["task"]), tuned.get("labels", [])
+    task, labels = get_task(tuned.task), tuned.labels
     inputs = [input_ref("adapter", tune_dir, tuned), carried_ref(tuned, "base_model")]
     config = {"task": task.name, **recipe.merge.model_dump(mode="json")}
     if not force and is_up_to_date(out, inputs, config):
@@ -45,8 +45,8 @@ def merge(recipe: Recipe, tune_dir: Path, out: Path, *, force: bool = True) -> d
         raise EdgeftError(f"base model {base} (recorded in {tune_dir}/manifest.json) has no {HF_CONFIG_FILE}")
     tokenizer = task.load_tokenizer(tune_dir)
     rows = load_split(lineage_input(tuned, "data"), "validation")[:recipe.merge.samples]
-    examples = task.examples(rows, tokenizer, tuned["config"]["max_length"], labels)
-    merged, checks = merge_and_check(task, base, Path(tune_dir), examples, labels, tuned["config"])
+    examples = task.examples(rows, tokenizer, tuned.config["max_length"], labels)
+    merged, checks = merge_and_check(task, base, Path(tune_dir), examples, labels, tuned.config)
     gate = checks["gate"]["against"]
     agreement = checks[gate]["agreement"]
     checks["gate"].update(min_agreement=recipe.merge.min_agreement, passed=agreement >= recipe.merge.min_agreement)

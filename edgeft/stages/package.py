@@ -11,6 +11,7 @@ from pathlib import Path
 
 from edgeft import EdgeftError
 from edgeft.core.artifacts import (
+    Manifest,
     find_in_lineage,
     input_ref,
     is_up_to_date,
@@ -26,6 +27,7 @@ from edgeft.core.recipe import dump_recipe
 from edgeft.core.splits import load_labels
 from edgeft.core.tasks import get_task
 from edgeft.core.wheel import build_runtime_wheel, runtime_source
+from edgeft.generation.adapters import copy_adapter
 from edgeft.runtime.files import (
     ADAPTER_SUFFIX,
     ADAPTERS_DIR,
@@ -37,6 +39,7 @@ from edgeft.runtime.files import (
     RUNTIME_FILES,
     TOKENIZER_CHECK_FILE,
 )
+from edgeft.runtime.report import example_text
 from edgeft.runtime.selfcheck import record
 from edgeft.stages.bundling import bench_metrics, measured_lines, report_for, write_eval_slice
 
@@ -74,18 +77,18 @@ model = load("{folder}")
 
 
 def package(recipe, variant_dir: Path, out: Path, *, bench_dir: Path | None = None, zip_bundle: bool = False,
-            force: bool = True, selection: dict | None = None) -> dict:
+            force: bool = True, selection: dict | None = None) -> Manifest:
     """The bundle for `variant_dir`; with `package.with_runtime`, it carries the edgeft-runtime wheel."""
     variant_dir = Path(variant_dir)
     source = read_manifest(variant_dir, stage=("export", "quantize"), what="model to package")
-    if source.get("format") == "gguf":
+    if source.format == "gguf":
         from edgeft.stages.package_gguf import package_gguf
         return package_gguf(recipe, variant_dir, source, out, bench_dir=bench_dir, force=force)
-    if source.get("format") != "onnx":
+    if source.format != "onnx":
         raise EdgeftError(f"{variant_dir} is not an ONNX model: package an exported or quantized variant")
     name = variant_name(source)
     inputs = [input_ref("variant", variant_dir, source)]
-    metrics = bench_metrics(report_for(variant_dir, source, bench_dir), name)
+    metrics = bench_metrics(report_for(variant_dir, bench_dir), name)
     with_runtime = recipe.package.with_runtime
     config = {"variant": name, "recipe": recipe.model_dump(mode="json"), "zip": zip_bundle,
               "metrics": metrics, "runtime_source": runtime_fingerprint() if with_runtime else None,
@@ -93,7 +96,7 @@ def package(recipe, variant_dir: Path, out: Path, *, bench_dir: Path | None = No
     if not force and is_up_to_date(out, inputs, config):
         return up_to_date(out)
 
-    task = source["task"]
+    task = source.task
     with stage_output(out) as tmp:
         files = [f for f in RUNTIME_FILES if (variant_dir / f).exists()]
         for f in files:
@@ -106,9 +109,9 @@ def package(recipe, variant_dir: Path, out: Path, *, bench_dir: Path | None = No
         wheel = build_runtime_wheel(tmp).name if with_runtime else None
         (tmp / BUNDLE_README).write_text(device_readme(recipe, name, task, files, metrics, Path(out).name, checks, wheel))
         manifest = write_manifest(tmp, stage="package", task=task, inputs=inputs, config=config, metrics=metrics,
-                                  variant=name, format="onnx", labels=source.get("labels", []), self_checks=checks,
+                                  variant=name, format="onnx", labels=source.labels, self_checks=checks,
                                   runtime={"wheel": wheel, "requires": "onnxruntime, tokenizers, numpy"},
-                                  base_sha256=source.get("details", {}).get("base_sha256"))
+                                  base_sha256=source.details.get("base_sha256"))
     if zip_bundle:
         shutil.make_archive(str(out), "zip", root_dir=out)
     return manifest
@@ -118,7 +121,7 @@ def ship_self_checks(folder: Path, source: dict, eval_samples: int) -> dict:
     """An evaluation slice of the held-out test split (eval.jsonl) and the tokenizer's ids for some of
     its texts (tokenizer_check.json), so that the device can check itself and measure its accuracy."""
     rows = write_eval_slice(folder, source, eval_samples)
-    texts = [r.get("text") or r["messages"][-2]["content"] for r in rows[:8]]
+    texts = [example_text(r) for r in rows[:8]]
     check = record(folder, texts)
     positive = load_labels(find_in_lineage(source, "data")).get("positive_label")
     return {"eval_examples": len(rows), "tokenizer_samples": len(check["samples"]), "positive_label": positive}
@@ -143,23 +146,23 @@ def device_readme(recipe, name: str, task: str, files: list[str], metrics: dict,
                                 measured=measured_lines(metrics))
 
 
-def package_adapter(recipe, variant_dir: Path, out: Path, *, bench_dir: Path | None = None) -> dict:
-    """An adapter-only bundle: the unmerged variant's own adapter file, its chat settings and its
-    own held-out slice, bound by `base_sha256` to the base graph it was quantized with."""
+def package_adapter(recipe, variant_dir: Path, out: Path, *, bench_dir: Path | None = None) -> Manifest:
+    """An adapter-only bundle: the unmerged variant's own adapter file (at fp16), its chat settings and
+    its own held-out slice, bound by `base_sha256` to the base graph it was quantized with."""
     variant_dir = Path(variant_dir)
     source = read_manifest(variant_dir, stage="quantize", what="model to package")
-    details = source.get("details", {})
+    details = source.details
     if details.get("lora") != "unmerged":
         raise EdgeftError(f"{variant_dir} was built merged: --adapter-only needs a variant with lora: unmerged")
     name = variant_name(source)
-    metrics = bench_metrics(report_for(variant_dir, source, bench_dir), name)
+    metrics = bench_metrics(report_for(variant_dir, bench_dir), name)
     adapter = variant_dir / details["adapter"]
     with stage_output(out) as tmp:
-        shutil.copy(adapter, tmp / adapter.name)
+        copy_adapter(adapter, tmp / adapter.name)  # fp16: half the bytes
         for f in (GENERATION_FILE, LABELS_FILE):
             shutil.copy(variant_dir / f, tmp / f)
         checks = {"eval_examples": len(write_eval_slice(tmp, source, recipe.package.eval_samples))}
-        return write_manifest(tmp, stage="adapter", task=source["task"], inputs=[input_ref("variant", variant_dir, source)],
+        return write_manifest(tmp, stage="adapter", task=source.task, inputs=[input_ref("variant", variant_dir, source)],
                               config={"variant": name, "recipe": recipe.model_dump(mode="json")}, metrics=metrics,
                               adapter_name=adapter.name[:-len(ADAPTER_SUFFIX)], adapter_file=adapter.name,
                               base_sha256=details["base_sha256"], base_variant=name, self_checks=checks)

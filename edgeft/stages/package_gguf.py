@@ -10,7 +10,15 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from edgeft.core.artifacts import input_ref, is_up_to_date, stage_output, up_to_date, variant_name, write_manifest
+from edgeft.core.artifacts import (
+    Manifest,
+    input_ref,
+    is_up_to_date,
+    stage_output,
+    up_to_date,
+    variant_name,
+    write_manifest,
+)
 from edgeft.core.recipe import dump_recipe
 from edgeft.runtime.files import BUNDLE_README, EVAL_FILE, GENERATION_FILE, GGUF_FILE, RECIPE_FILE
 from edgeft.runtime.onnx import read_json
@@ -53,12 +61,12 @@ print(out["choices"][0]["message"]["content"])
 """
 
 
-def package_gguf(recipe, variant_dir: Path, source: dict, out: Path, *, bench_dir: Path | None = None,
-                 force: bool = True) -> dict:
+def package_gguf(recipe, variant_dir: Path, source: Manifest, out: Path, *, bench_dir: Path | None = None,
+                 force: bool = True) -> Manifest:
     from edgeft.generation.gguf import LLAMA_CPP_PYTHON
 
     name = variant_name(source)
-    metrics = bench_metrics(report_for(variant_dir, source, bench_dir), name)
+    metrics = bench_metrics(report_for(variant_dir, bench_dir), name)
     inputs = [input_ref("variant", variant_dir, source)]
     config = {"variant": name, "recipe": recipe.model_dump(mode="json"), "metrics": metrics}
     if not force and is_up_to_date(out, inputs, config):
@@ -70,11 +78,11 @@ def package_gguf(recipe, variant_dir: Path, source: dict, out: Path, *, bench_di
         (tmp / RECIPE_FILE).write_text(dump_recipe(recipe))
         examples = len(write_eval_slice(tmp, source, recipe.package.eval_samples))
         files = [GGUF_FILE, EVAL_FILE, RECIPE_FILE]
-        gguf_type = source.get("details", {}).get("gguf_type", "F32")
+        gguf_type = source.details.get("gguf_type", "F32")
         (tmp / BUNDLE_README).write_text(GGUF_README.format(
             recipe=recipe.name, variant=name, gguf_type=gguf_type, llama_cpp=LLAMA_CPP_PYTHON, files=", ".join(files),
             eval=EVAL_FILE, eval_examples=examples, gguf=GGUF_FILE, system=system, measured=measured_lines(metrics)))
-        return write_manifest(tmp, stage="package", task=source["task"], inputs=inputs, config=config, metrics=metrics,
-                              variant=name, format="gguf", gguf_type=gguf_type, labels=source.get("labels", []),
+        return write_manifest(tmp, stage="package", task=source.task, inputs=inputs, config=config, metrics=metrics,
+                              variant=name, format="gguf", gguf_type=gguf_type, labels=source.labels,
                               self_checks={"eval_examples": examples},
                               runtime={"requires": f"llama.cpp (measured with llama-cpp-python {LLAMA_CPP_PYTHON})"})

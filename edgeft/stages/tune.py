@@ -11,6 +11,7 @@ from pathlib import Path
 
 from edgeft import EdgeftError
 from edgeft.core.artifacts import (
+    Manifest,
     folder_ref,
     input_ref,
     is_up_to_date,
@@ -41,11 +42,11 @@ def tune_config(recipe: Recipe) -> dict:
 
 
 def tune(recipe: Recipe, data_dir: Path, out: Path, *, base_dir: Path | None = None, resume: bool = False,
-         force: bool = True, progress: bool = True) -> dict:
+         force: bool = True, progress: bool = True) -> Manifest | None:
     out = Path(out)
     data_manifest = read_manifest(data_dir, stage="data", what="data")
-    if data_manifest["task"] != recipe.task:
-        raise EdgeftError(f"data {data_dir} was prepared for task '{data_manifest['task']}', recipe says '{recipe.task}'")
+    if data_manifest.task != recipe.task:
+        raise EdgeftError(f"data {data_dir} was prepared for task '{data_manifest.task}', recipe says '{recipe.task}'")
     base = resolve_base(recipe, base_dir)
     inputs = [input_ref("data", data_dir, data_manifest), folder_ref("base_model", base)]
     config = tune_config(recipe)
@@ -55,8 +56,8 @@ def tune(recipe: Recipe, data_dir: Path, out: Path, *, base_dir: Path | None = N
     check_resume(partial_path(out), run_key, resume)
     run, state = finetune(recipe, Path(data_dir), base, partial_path(out), run_key, progress)
     ranks = rank_checksums(run.accelerator, run.unwrapped())
-    if not run.main:
-        return {}
+    if not run.main:  # data-parallel: the main process writes the artifact
+        return None
     return write_output(run, state, out, inputs, config, ranks)
 
 
@@ -74,7 +75,7 @@ def check_resume(work: Path, run_key: str, resume: bool) -> None:
         shutil.rmtree(work)  # a partial output without a checkpoint holds nothing worth keeping
 
 
-def write_output(run: Run, state: TrainState, out: Path, inputs: list, config: dict, ranks: list[str]) -> dict:
+def write_output(run: Run, state: TrainState, out: Path, inputs: list, config: dict, ranks: list[str]) -> Manifest:
     with stage_output(out, keep_partial=True) as tmp:  # tmp is the work folder: the best adapter is there
         shutil.rmtree(tmp / CHECKPOINT_DIR, ignore_errors=True)
         for f in (tmp / ADAPTER_DIR).iterdir():

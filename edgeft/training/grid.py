@@ -83,14 +83,3 @@ def put_on_grid(model, base_quant: str = "int4", block_size: int = GRID_BLOCK_SI
     return {"grid": f"onnxruntime MatMulNBits RTN symmetric, block {block_size}", "body_bits": body_bits,
             "head_bits": head_bits if head is not None else None, "grid_linears": len(linears),
             "max_weight_change": round(moved, 6)}
-
-
-def algo_config(algorithm: str, block_size: int, bits: int):
-    """onnxruntime's MatMulNBitsQuantizer settings for a variant's `algorithm` (None: its default RTN)."""
-    from onnxruntime.quantization import matmul_nbits_quantizer as mnq
-
-    if algorithm == "rtn":
-        return None
-    if algorithm == "k_quant":
-        return mnq.KQuantWeightOnlyQuantConfig()
-    return mnq.HQQWeightOnlyQuantConfig(block_size=block_size, bits=bits)

@@ -203,13 +203,13 @@ def load_trained(task, tune_dir: Path, labels: list[str]):
     from edgeft.core.artifacts import lineage_input, read_manifest
 
     tuned = read_manifest(tune_dir, stage="tune", what="tune output", verify=False)
-    grid = trained_grid(tuned["config"])
-    nf4 = tuned["config"]["method"] == "qlora" and not grid
+    grid = trained_grid(tuned.config)
+    nf4 = tuned.config["method"] == "qlora" and not grid
     base = lineage_input(tuned, "base_model")
     model = load_nf4(task, base, labels, False, {"": "cpu"})[0] if nf4 else task.load_model(base, labels)
     if grid:
         from edgeft.training.grid import put_on_grid
-        put_on_grid(model, grid, **grid_options(tuned["config"]))
+        put_on_grid(model, grid, **grid_options(tuned.config))
     return PeftModel.from_pretrained(model, tune_dir).eval()
 
 
