@@ -1,6 +1,6 @@
 """Cold start and memory of a shipped bundle: edgeft's runtime against transformers and optimum.
 
-    python bench/cold_start.py [CLASSIFIER_RUN] [GENERATOR_RUN]
+    python -m bench.cold_start [CLASSIFIER_RUN] [GENERATOR_RUN] [--rounds 5]
         (default: runs/sms-spam-minilm and runs/assistant-trec-smollm2, made by `edgeft run`)
 
 transformers loads the merged fp32 model (PyTorch has no int8/int4 path for it); optimum loads the
@@ -12,6 +12,7 @@ min-max. Writes bench/results/cold_start.json.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import subprocess
@@ -19,9 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-ROUNDS = 5
+from bench.common import RESULTS, ROOT, write_result
+from edgeft.runtime.files import MANIFEST, RunLayout
+
 TEXT = "WINNER!! You have been selected for a free holiday. Call now to claim."
 QUESTION = "What does NASA stand for ?"
 
@@ -106,19 +107,19 @@ def folder_mib(path: Path) -> float:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
 
 
-def optimum_twin(run: Path, bundle: Path) -> Path:
+def optimum_twin(run: RunLayout, bundle: Path) -> Path:
     """What optimum loads: the bundle's own ONNX variant when optimum exported it; for a bundle built
     by onnxruntime-genai's builder (graphs optimum cannot run), optimum's export quantized the same way."""
     def config(folder: Path) -> dict:
-        return json.loads((folder / "manifest.json").read_text()).get("config", {})
+        return json.loads((folder / MANIFEST).read_text()).get("config", {})
 
     name = config(bundle).get("variant")
-    if not name or not (run / "quantize" / name / "manifest.json").exists():
-        return run / "export-optimum"
-    method = config(run / "quantize" / name)["method"]
-    candidates = [run / "quantize" / name] + sorted(p.parent for p in (run / "quantize").glob("*/manifest.json"))
+    if not name or not (run.variant(name) / MANIFEST).exists():
+        return run.export("optimum")
+    method = config(run.variant(name))["method"]
+    candidates = [run.variant(name)] + sorted(p.parent for p in run.quantized.glob(f"*/{MANIFEST}"))
     return next((c for c in candidates if config(c).get("source") == "optimum" and config(c)["method"] == method),
-                run / "export-optimum")
+                run.export("optimum"))
 
 
 def measure(code: str) -> dict:
@@ -131,56 +132,55 @@ def measure(code: str) -> dict:
     return {"wall_s": wall, **json.loads(done.stdout.strip().splitlines()[-1])}
 
 
-def main() -> None:
-    runs = {"classification": Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "runs/sms-spam-minilm",
-            "generation": Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "runs/assistant-trec-smollm2"}
-    from edgeft.core.artifacts import library_versions, machine_info
+def loader_row(runs: list[dict]) -> dict:
+    wall = [r["wall_s"] for r in runs]
+    return {"cold_start_s": statistics.median(wall), "min_s": min(wall), "max_s": max(wall),
+            "import_s": statistics.median(r["import_s"] for r in runs), "load_s": statistics.median(r["load_s"] for r in runs),
+            "first_result_s": statistics.median(r["first_s"] for r in runs),
+            "peak_rss_mib": statistics.median(r["peak_rss"] for r in runs) / 2**20,
+            "torch_loaded": runs[0]["torch_loaded"], "transformers_loaded": runs[0]["transformers_loaded"],
+            "result": runs[0]["result"]}
 
-    results, summary = {}, {}
-    for task, run in runs.items():
-        bundle = run / "package"
-        if not (bundle / "manifest.json").exists():
-            print(f"skip {task}: no bundle in {bundle}")
+
+def measure_task(task: str, run: RunLayout, rounds: int) -> dict:
+    """Each loader's fresh processes, interleaved over the rounds."""
+    bundle = run.package
+    paths = {"bundle": str(bundle), "merged": str(run.merge), "onnx": str(optimum_twin(run, bundle)),
+             "text": TEXT if task == "classification" else QUESTION}
+    samples = {name: [] for name in LOADERS[task]}
+    for _ in range(rounds):
+        for name, code in LOADERS[task].items():
+            samples[name].append(measure(code.format(**paths)))
+    rows = {name: loader_row(runs) for name, runs in samples.items()}
+    runtime = rows["edgeft-runtime"]
+    ratios = {other: {"cold_start_speedup": rows[other]["cold_start_s"] / runtime["cold_start_s"],
+                      "peak_rss_ratio": runtime["peak_rss_mib"] / rows[other]["peak_rss_mib"]}
+              for other in rows if other != "edgeft-runtime"}
+    result = {"rows": rows, "ratios": ratios, "bundle_mib": folder_mib(bundle), "transformers_loads": paths["merged"],
+              "optimum_loads": paths["onnx"], "bundle_files": sorted(json.loads((bundle / MANIFEST).read_text())["files"])}
+    print(f"\n{task}: bundle {result['bundle_mib']:.1f} MiB")
+    for name, r in rows.items():
+        print(f"{name:16} {r['cold_start_s']:6.2f} s ({r['min_s']:.2f}-{r['max_s']:.2f}), peak RSS "
+              f"{r['peak_rss_mib']:.0f} MiB, torch loaded: {r['torch_loaded']}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m bench.cold_start", description=__doc__.split("\n\n")[0])
+    parser.add_argument("classifier_run", nargs="?", type=Path, default=ROOT / "runs/sms-spam-minilm")
+    parser.add_argument("generator_run", nargs="?", type=Path, default=ROOT / "runs/assistant-trec-smollm2")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=RESULTS / "cold_start.json")
+    args = parser.parse_args(argv)
+    results = {}
+    for task, run in (("classification", RunLayout(args.classifier_run)), ("generation", RunLayout(args.generator_run))):
+        if not (run.package / MANIFEST).exists():
+            print(f"skip {task}: no bundle in {run.package}")
             continue
-        paths = {"bundle": str(bundle), "merged": str(run / "merge"), "onnx": str(optimum_twin(run, bundle)),
-                 "text": TEXT if task == "classification" else QUESTION}
-        samples = {name: [] for name in LOADERS[task]}
-        for _ in range(ROUNDS):
-            for name, code in LOADERS[task].items():
-                samples[name].append(measure(code.format(**paths)))
-        rows = {}
-        for name, runs_ in samples.items():
-            wall = [r["wall_s"] for r in runs_]
-            rss = [r["peak_rss"] for r in runs_]
-            rows[name] = {"cold_start_s": statistics.median(wall), "min_s": min(wall), "max_s": max(wall),
-                          "import_s": statistics.median(r["import_s"] for r in runs_),
-                          "load_s": statistics.median(r["load_s"] for r in runs_),
-                          "first_result_s": statistics.median(r["first_s"] for r in runs_),
-                          "peak_rss_mib": statistics.median(rss) / 2**20,
-                          "torch_loaded": runs_[0]["torch_loaded"], "transformers_loaded": runs_[0]["transformers_loaded"],
-                          "result": runs_[0]["result"]}
-        runtime = rows["edgeft-runtime"]
-        ratios = {other: {"cold_start_speedup": rows[other]["cold_start_s"] / runtime["cold_start_s"],
-                          "peak_rss_ratio": runtime["peak_rss_mib"] / rows[other]["peak_rss_mib"]}
-                  for other in rows if other != "edgeft-runtime"}
-        results[task] = {"rows": rows, "ratios": ratios, "bundle_mib": folder_mib(bundle),
-                         "transformers_loads": paths["merged"], "optimum_loads": paths["onnx"],
-                         "bundle_files": sorted(json.loads((bundle / "manifest.json").read_text())["files"])}
-        print(f"\n{task}: bundle {results[task]['bundle_mib']:.1f} MiB")
-        print(f"{'loader':16} {'cold start s (min-max)':>24} {'import':>7} {'load':>6} {'first':>6} {'peak RSS MiB':>13}  torch?")
-        for name, r in rows.items():
-            print(f"{name:16} {r['cold_start_s']:9.2f} ({r['min_s']:.2f}-{r['max_s']:.2f}){'':5} {r['import_s']:7.2f} "
-                  f"{r['load_s']:6.2f} {r['first_result_s']:6.2f} {r['peak_rss_mib']:13.0f}  {r['torch_loaded']}")
-        for other, ratio in ratios.items():
-            print(f"  runtime vs {other}: {ratio['cold_start_speedup']:.1f}x faster to first result, "
-                  f"peak RSS x{ratio['peak_rss_ratio']:.2f}")
-        summary[task] = ratios
-    out = {"benchmark": "cold_start", "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
-           "rounds": ROUNDS, "timed": "a fresh process: start, imports, load, first prediction / first token",
-           "machine": machine_info(), "versions": library_versions(), "results": results}
-    path = ROOT / "bench/results/cold_start.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"\nwrote {path}")
+        results[task] = measure_task(task, run, args.rounds)
+    return write_result(args.out, "cold_start", argv, {
+        "rounds": args.rounds, "timed": "a fresh process: start, imports, load, first prediction / first token",
+        "results": results})
 
 
 if __name__ == "__main__":

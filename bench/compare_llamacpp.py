@@ -1,6 +1,6 @@
 """edgeft against llama.cpp on the user's own fine-tuned assistant, in one run.
 
-    python bench/compare_llamacpp.py [RUN_DIR] [--gguf-from RUN ...] [--llama-bench PATH] [--threads 1 2]
+    python -m bench.compare_llamacpp [RUN_DIR] [--gguf-from RUN ...] [--llama-bench PATH] [--threads 1 2]
 
 RUN_DIR is a run of the assistant recipe (default runs/assistant-trec-smollm2): its merged model,
 held-out questions, fp32 genai export and shipped int4 (package/). The GGUF files are the run's own
@@ -25,30 +25,32 @@ the command.
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
-import shlex
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.common import RESULTS, ROOT, write_result
+from edgeft.benchkit.paired import paired_drop
+from edgeft.core.artifacts import model_bytes, read_manifest
+from edgeft.core.metrics import exact_match, normalize_answer
+from edgeft.core.splits import load_split
+from edgeft.generation.chat import encode_chat
+from edgeft.generation.gguf import LLAMA_CPP_PYTHON, convert, quantize_file
+from edgeft.generation.llamacpp_build import cmake_args, cpu_flags
+from edgeft.generation.models import load_tokenizer
+from edgeft.generation.runners import OrtGenerator
+from edgeft.runtime.files import GENERATION_FILE, GGUF_FILE, HF_CONFIG_FILE, MANIFEST, ONNX_FILE, TOKENIZER_FILE, RunLayout
+from edgeft.runtime.generator import choose_prompt_graph
+from edgeft.runtime.report import Decode, example_text
+from edgeft.runtime.stats import spread
 
-from edgeft.benchkit.paired import paired_drop  # noqa: E402
-from edgeft.core.artifacts import library_versions, machine_info, model_bytes  # noqa: E402
-from edgeft.core.metrics import exact_match, normalize_answer  # noqa: E402
-from edgeft.core.splits import load_split  # noqa: E402
-from edgeft.generation.chat import encode_chat  # noqa: E402
-from edgeft.generation.gguf import LLAMA_CPP_PYTHON, convert, quantize_file  # noqa: E402
-from edgeft.generation.llamacpp_build import cmake_args, cpu_flags  # noqa: E402
-from edgeft.generation.models import load_tokenizer  # noqa: E402
-from edgeft.generation.runners import OrtGenerator  # noqa: E402
-from edgeft.runtime.files import GENERATION_FILE, GGUF_FILE, HF_CONFIG_FILE, ONNX_FILE, TOKENIZER_FILE  # noqa: E402
-from edgeft.runtime.generator import choose_prompt_graph  # noqa: E402
-from edgeft.runtime.stats import decode_entry, spread  # noqa: E402
-
-PROMPT_TOKENS, NEW_TOKENS, MAX_ANSWER, MAX_LENGTH = 128, 64, 6, 96
+MAX_LENGTH = 96  # the assistant recipe's data.max_length: the prompts the bench gives
 GGUF_TYPES = ("F16", "Q8_0", "Q4_K_M", "Q4_0")
 REFERENCE, SHIPPED, QUALITY_BAR, SPEED_BAR = "edgeft fp32", "edgeft int4", "llama.cpp Q4_K_M", "llama.cpp Q4_0"
 COPYING = "edgeft int4, KV cache copied each step (before)"  # the same model, speed only
@@ -64,51 +66,57 @@ def make_runner(name: str, folder: Path, threads: int) -> OrtGenerator:
     return copying
 
 
-def gguf_models(run: Path, work: Path, label: str = "") -> dict[str, Path]:
+@dataclass(frozen=True)
+class Settings:
+    prompt_tokens: int = 128  # the timed prompt, and llama-bench's depth for decoding
+    new_tokens: int = 64
+    max_answer: int = 6  # greedy tokens per held-out question
+    questions: int | None = None  # only the first N held-out questions (a smoke run)
+
+
+def gguf_models(run: RunLayout, work: Path, label: str = "") -> dict[str, Path]:
     """llama.cpp's types of the run's merged model: the run's gguf variants, or converted here."""
     found = {}
-    for folder in sorted((run / "quantize").glob("*")):
-        manifest = json.loads((folder / "manifest.json").read_text()) if (folder / "manifest.json").exists() else {}
-        if manifest.get("format") == "gguf":
-            found[manifest["details"]["gguf_type"]] = folder
+    for folder in sorted(p.parent for p in run.quantized.glob(f"*/{MANIFEST}")):
+        manifest = read_manifest(folder, verify=False)
+        if manifest.format == "gguf":
+            found[manifest.details["gguf_type"]] = folder
     missing = [t for t in GGUF_TYPES if t not in found]
     if missing:
         work.mkdir(parents=True, exist_ok=True)
         f32 = work / "f32.gguf"
         if not f32.exists():
-            convert(run / "merge", f32, "f32")
+            convert(run.merge, f32, "f32")
         for t in missing:
             folder = work / t
             folder.mkdir(exist_ok=True)
             if not (folder / GGUF_FILE).exists():
                 quantize_file(f32, folder / GGUF_FILE, t)
             for name in (TOKENIZER_FILE, HF_CONFIG_FILE):
-                (folder / name).write_bytes((run / "merge" / name).read_bytes())
-            (folder / GENERATION_FILE).write_bytes((run / "export-genai" / GENERATION_FILE).read_bytes())
+                (folder / name).write_bytes((run.merge / name).read_bytes())
+            (folder / GENERATION_FILE).write_bytes((run.export("genai") / GENERATION_FILE).read_bytes())
             found[t] = folder
     return {f"llama.cpp {t}{label}": found[t] for t in GGUF_TYPES}
 
 
-LIMIT = None  # --questions: a smoke run on the first N
-
-
-def questions(run: Path):
-    tokenizer = load_tokenizer(run / "merge")
-    everything = load_split(run / "data", "test")
-    test = everything[:LIMIT]
+def questions(run: RunLayout, cfg: Settings):
+    tokenizer = load_tokenizer(run.merge)
+    everything = load_split(run.data, "test")
+    test = everything[:cfg.questions]
     encoded = [encode_chat(tokenizer, r["messages"], MAX_LENGTH) for r in test]
-    text = " ".join(r["messages"][-2]["content"] for r in everything)  # real text, as edgeft bench's prompt
-    speed_prompt = tokenizer(text, add_special_tokens=False)["input_ids"][:PROMPT_TOKENS]
-    assert len(speed_prompt) == PROMPT_TOKENS
+    text = " ".join(example_text(r) for r in everything)  # real text, as edgeft bench's prompt
+    speed_prompt = tokenizer(text, add_special_tokens=False)["input_ids"][:cfg.prompt_tokens]
+    if len(speed_prompt) < cfg.prompt_tokens:
+        raise SystemExit(f"--prompt-tokens {cfg.prompt_tokens}: the test texts hold only {len(speed_prompt)} tokens")
     return tokenizer, test, [f[:n] for f, n in encoded], [f[n:] for f, n in encoded], speed_prompt
 
 
-def quality(models: dict[str, Path], asked: tuple) -> dict:
+def quality(models: dict[str, Path], asked: tuple, cfg: Settings) -> dict:
     tokenizer, test, prompts, answers, _ = asked
     out = {}
     for name, folder in models.items():
         start = time.perf_counter()
-        reply = OrtGenerator(folder, 2).evaluate(prompts, answers, MAX_ANSWER)
+        reply = OrtGenerator(folder, 2).evaluate(prompts, answers, cfg.max_answer)
         said = [tokenizer.decode(p, skip_special_tokens=True).strip() for p in reply["predictions"]]
         out[name] = {"exact_match": exact_match([r["answer"] for r in test], said),
                      "correct": [normalize_answer(r["answer"]) == normalize_answer(s) for r, s in zip(test, said)],
@@ -117,12 +125,12 @@ def quality(models: dict[str, Path], asked: tuple) -> dict:
     return out
 
 
-def llama_bench_round(binary: Path, gguf: Path, threads: int) -> dict:
-    """One llama-bench repetition (tokens/s): the prompt into an empty cache (pp, depth 0), then 64 tokens
-    after it (tg64 at depth PROMPT_TOKENS), as edgeft's prefill and decode are timed."""
+def llama_bench_round(binary: Path, gguf: Path, threads: int, cfg: Settings) -> dict:
+    """One llama-bench repetition (tokens/s): the prompt into an empty cache (pp, depth 0), then the new
+    tokens after it (tg at the prompt's depth), as edgeft's prefill and decode are timed."""
     out = {}
-    for what, work in (("prefill", ["-p", str(PROMPT_TOKENS), "-n", "0"]),
-                       ("decode", ["-p", "0", "-n", str(NEW_TOKENS), "-d", str(PROMPT_TOKENS)])):
+    for what, work in (("prefill", ["-p", str(cfg.prompt_tokens), "-n", "0"]),
+                       ("decode", ["-p", "0", "-n", str(cfg.new_tokens), "-d", str(cfg.prompt_tokens)])):
         cmd = [str(binary), "-m", str(gguf), *work, "-t", str(threads), "-r", "1", "-o", "json"]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True,
                               env={"LD_LIBRARY_PATH": str(binary.parent)})
@@ -131,7 +139,7 @@ def llama_bench_round(binary: Path, gguf: Path, threads: int) -> dict:
 
 
 def speed(models: dict[str, Path], prompt: list[int], threads: list[int], rounds: int,
-          llama_bench: Path | None) -> dict:
+          llama_bench: Path | None, cfg: Settings) -> dict:
     runners = {(name, t): make_runner(name, folder, t) for name, folder in models.items() for t in threads}
     for runner in runners.values():
         runner.speed(prompt, 2)  # warm-up
@@ -139,13 +147,13 @@ def speed(models: dict[str, Path], prompt: list[int], threads: list[int], rounds
     native = {(name, t): [] for name in models if name.startswith("llama.cpp") for t in threads} if llama_bench else {}
     for r in range(rounds):
         for key, runner in runners.items():
-            runs[key].append(runner.speed(prompt, NEW_TOKENS))
+            runs[key].append(runner.speed(prompt, cfg.new_tokens))
         for (name, t) in native:
-            native[(name, t)].append(llama_bench_round(llama_bench, models[name] / GGUF_FILE, t))
+            native[(name, t)].append(llama_bench_round(llama_bench, models[name] / GGUF_FILE, t, cfg))
         print(f"round {r + 1}/{rounds} done", flush=True)
     out = {}
     for (name, t), v in runs.items():
-        entry = decode_entry(v, t, PROMPT_TOKENS, NEW_TOKENS)
+        entry = dataclasses.asdict(Decode.of(v, t, cfg.prompt_tokens, cfg.new_tokens))
         out.setdefault(name, {})[str(t)] = {k: entry[k] for k in ("prefill_tokens_per_s", "decode_tokens_per_s",
                                                                    "ttft_ms", "ms_per_token_p50", "ms_per_token_p90")}
     for (name, t), v in native.items():
@@ -154,14 +162,14 @@ def speed(models: dict[str, Path], prompt: list[int], threads: list[int], rounds
     return out
 
 
-def peak_rss(folder: Path, threads: int) -> int:
-    """VmHWM of a fresh process that loads the model and generates 64 tokens after a 128-token prompt."""
-    code = ("import sys; sys.path.insert(0, %r)\n"
-            "from edgeft.generation.runners import OrtGenerator\n"
+def peak_rss(folder: Path, threads: int, cfg: Settings) -> int:
+    """VmHWM of a fresh process that loads the model and generates the new tokens after the prompt."""
+    code = ("from edgeft.generation.runners import OrtGenerator\n"
             "from edgeft.runtime.machine import peak_rss_bytes\n"
             "OrtGenerator(%r, %d).speed(list(range(1000, 1000 + %d)), %d)\nprint(peak_rss_bytes())"
-            % (str(ROOT), str(folder), threads, PROMPT_TOKENS, NEW_TOKENS))
-    return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()[-1])
+            % (str(folder), threads, cfg.prompt_tokens, cfg.new_tokens))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    return int(done.stdout.split()[-1])
 
 
 def ratio(rows: dict, name: str, peer: str, threads: str, what: str) -> float | None:
@@ -186,44 +194,30 @@ def verdict(rows: dict, threads: list[int]) -> dict:
             "int4_vs_q4_k_m_paired": rows[SHIPPED]["vs_q4_k_m"]}
 
 
-def main() -> None:
-    global LIMIT, PROMPT_TOKENS
-    import argparse
-    import tempfile
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", nargs="?", type=Path, default=ROOT / "runs/assistant-trec-smollm2")
-    parser.add_argument("--gguf-from", type=Path, action="append", default=[],
-                        help="also score llama.cpp's quants of this run's merged model (quality only)")
-    parser.add_argument("--edgeft", action="append", default=[], metavar="NAME=DIR",
-                        help="another edgeft model to score and time beside the shipped one")
-    parser.add_argument("--llama-bench", type=Path, default=None, help="llama.cpp's llama-bench binary, if built")
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--prompt-tokens", type=int, default=PROMPT_TOKENS,
-                        help="the timed prompt's length, and llama-bench's depth (long conversations: 1024)")
-    parser.add_argument("--questions", type=int, default=None, help="only the first N held-out questions (smoke run)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/compare_llamacpp.json")
-    args = parser.parse_args()
-    LIMIT, PROMPT_TOKENS = args.questions, args.prompt_tokens
-    run = args.run
+def measure(run: RunLayout, args, cfg: Settings) -> tuple[dict, dict, dict, dict, dict]:
+    """Every model's quality on the same questions, then speed interleaved, then each one's peak RSS."""
     with tempfile.TemporaryDirectory(prefix="edgeft-vs-llamacpp-") as tmp:
         extra = {f"edgeft {n}": Path(d) for n, d in (e.split("=", 1) for e in args.edgeft)}
-        models = {REFERENCE: run / "export-genai", SHIPPED: run / "package", **extra, **gguf_models(run, Path(tmp))}
+        models = {REFERENCE: run.export("genai"), SHIPPED: run.package, **extra, **gguf_models(run, Path(tmp))}
         timed = {k: v for k, v in models.items() if k != REFERENCE}
         timed[COPYING] = models[SHIPPED]
         for other in args.gguf_from:  # quality only: the same files' speed does not depend on the weights' values
-            models.update(gguf_models(other, Path(tmp) / other.name, f" ({other.name})"))
-        asked = questions(run)  # the same token ids for every model
-        scores = quality(models, asked)
-        speeds = speed(timed, asked[-1], args.threads, args.rounds, args.llama_bench)
-        rss = {name: peak_rss(folder, max(args.threads)) for name, folder in timed.items() if name != COPYING}
+            models.update(gguf_models(RunLayout(other), Path(tmp) / other.name, f" ({other.name})"))
+        asked = questions(run, cfg)  # the same token ids for every model
+        scores = quality(models, asked, cfg)
+        speeds = speed(timed, asked[-1], args.threads, args.rounds, args.llama_bench, cfg)
+        rss = {name: peak_rss(folder, max(args.threads), cfg) for name, folder in timed.items() if name != COPYING}
         sizes = {name: model_bytes(folder) / 2**20 for name, folder in {**models, **timed}.items()}
+    return models, timed, scores, speeds, {"rss": rss, "sizes": sizes}
+
+
+def rows_of(models: dict, timed: dict, scores: dict, speeds: dict, measured: dict) -> dict:
     rows = {}
     for name in [*models, *(k for k in speeds if k not in models)]:
         base = name.replace(" (llama-bench)", "")
         s = scores.get(base)
-        rows[name] = {"size_mib": sizes[base], "speed": speeds.get(name, {}), "peak_rss_mib": rss.get(name, 0) / 2**20}
+        rows[name] = {"size_mib": measured["sizes"][base], "speed": speeds.get(name, {}),
+                      "peak_rss_mib": measured["rss"].get(name, 0) / 2**20}
         folder = {**models, **timed}.get(base)
         if folder is not None and (folder / ONNX_FILE).exists():  # the graph this CPU's prompts ran
             rows[name]["prompt_graph_file"] = choose_prompt_graph(folder).name
@@ -233,16 +227,35 @@ def main() -> None:
     for name in [n for n in scores if n.startswith(QUALITY_BAR)]:  # every Q4_K_M, each with its own fine-tune
         rows[SHIPPED].setdefault("vs_q4_k_m", {})[name] = paired_drop(scores[name]["correct"],
                                                                       scores[SHIPPED]["correct"]).to_dict()
-    result = {"run": str(run), "questions": len(scores[REFERENCE]["correct"]), "threads": args.threads,
-              "rounds": args.rounds, "prompt_tokens": PROMPT_TOKENS, "new_tokens": NEW_TOKENS,
-              "max_answer_tokens": MAX_ANSWER, "models": rows, "verdict": verdict(rows, args.threads),
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m bench.compare_llamacpp", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", nargs="?", type=Path, default=ROOT / "runs/assistant-trec-smollm2")
+    parser.add_argument("--gguf-from", type=Path, action="append", default=[],
+                        help="also score llama.cpp's quants of this run's merged model (quality only)")
+    parser.add_argument("--edgeft", action="append", default=[], metavar="NAME=DIR",
+                        help="another edgeft model to score and time beside the shipped one")
+    parser.add_argument("--llama-bench", type=Path, default=None, help="llama.cpp's llama-bench binary, if built")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--prompt-tokens", type=int, default=Settings.prompt_tokens,
+                        help="the timed prompt's length, and llama-bench's depth (long conversations: 1024)")
+    parser.add_argument("--new-tokens", type=int, default=Settings.new_tokens)
+    parser.add_argument("--questions", type=int, default=None, help="only the first N held-out questions (smoke run)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "compare_llamacpp.json")
+    args = parser.parse_args(argv)
+    cfg = Settings(prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, questions=args.questions)
+    models, timed, scores, speeds, measured = measure(RunLayout(args.run), args, cfg)
+    rows = rows_of(models, timed, scores, speeds, measured)
+    result = {"run": str(args.run), "questions": len(scores[REFERENCE]["correct"]), "threads": args.threads,
+              "rounds": args.rounds, "prompt_tokens": cfg.prompt_tokens, "new_tokens": cfg.new_tokens,
+              "max_answer_tokens": cfg.max_answer, "models": rows, "verdict": verdict(rows, args.threads),
               "llama_cpp": {"llama_cpp_python": LLAMA_CPP_PYTHON, "cmake_args": cmake_args(cpu_flags()),
-                            "llama_bench": str(args.llama_bench) if args.llama_bench else None},
-              "machine": machine_info(), "versions": library_versions(), "command": shlex.join(sys.argv)}
-    path = args.out
-    path.write_text(json.dumps(result, indent=1) + "\n")
+                            "llama_bench": str(args.llama_bench) if args.llama_bench else None}}
     print_table(result)
-    print(f"wrote {path}")
+    return write_result(args.out, "compare_llamacpp", argv, result)
 
 
 def print_table(result: dict) -> None:

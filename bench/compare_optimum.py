@@ -1,6 +1,6 @@
 """edgeft's int8 classifier against PyTorch fp32 and optimum's default int8 path, in one run.
 
-    python bench/compare_optimum.py [RUN_DIR]      (default: runs/sms-spam-minilm, from `edgeft run`)
+    python -m bench.compare_optimum [RUN_DIR] [--rounds 5]   (default: runs/sms-spam-minilm, from `edgeft run`)
 
 optimum's default path is what its documentation shows: `optimum-cli export onnx` then
 `optimum-cli onnxruntime quantize --avx2` (dynamic int8); on a CPU with AVX512-VNNI also its
@@ -11,8 +11,8 @@ excluded). Prints medians with min-max and ratios; writes bench/results/compare_
 """
 from __future__ import annotations
 
+import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -22,16 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from edgeft.core.artifacts import library_versions, machine_info, read_manifest  # noqa: E402
-from edgeft.core.metrics import classification_metrics  # noqa: E402
-from edgeft.stages.data import load_split  # noqa: E402
+from bench.common import RESULTS, ROOT, write_result
+from edgeft.core.artifacts import read_manifest
+from edgeft.core.metrics import classification_metrics
+from edgeft.core.splits import load_split
+from edgeft.runtime.files import RunLayout
 
 THREADS = (1, 2)
-ROUNDS = 5
-CALLS_PER_ROUND = 100
 
 
 def optimum_configs() -> dict[str, str]:
@@ -44,11 +41,12 @@ def optimum_models(merge_dir: Path, work: Path) -> dict[str, Path]:
     """The optimum-cli commands a user would run, as they are documented: one export, one quantize
     per configuration."""
     exported = work / "optimum-onnx"
-    subprocess.run(["optimum-cli", "export", "onnx", "--model", str(merge_dir), "--task", "text-classification",
+    cli = [sys.executable, "-m", "optimum.commands.optimum_cli"]  # optimum-cli, from this Python's install
+    subprocess.run([*cli, "export", "onnx", "--model", str(merge_dir), "--task", "text-classification",
                     str(exported)], check=True, capture_output=True)
     models = {}
     for name, flag in optimum_configs().items():
-        subprocess.run(["optimum-cli", "onnxruntime", "quantize", "--onnx_model", str(exported), flag,
+        subprocess.run([*cli, "onnxruntime", "quantize", "--onnx_model", str(exported), flag,
                         "-o", str(work / name)], check=True, capture_output=True)
         models[name] = next((work / name).glob("*.onnx"))
     return models
@@ -83,74 +81,89 @@ def summarize(names: list[str], p50: dict, accuracy: dict, sizes: dict) -> tuple
     return results, ratios
 
 
-def main() -> None:
-    import onnxruntime as ort
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+def load_inputs(run: RunLayout):
+    """The held-out test texts, tokenized once as the model was tuned (its max_length), one at a time."""
+    from transformers import AutoTokenizer
 
-    run_dir = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "runs" / "sms-spam-minilm")
-    merge_dir, edgeft_dir = run_dir / "merge", run_dir / "quantize" / "int8-dynamic"
-    read_manifest(merge_dir, stage="merge")
+    edgeft_dir = run.variant("int8-dynamic")
+    read_manifest(run.merge, stage="merge")
     read_manifest(edgeft_dir, stage="quantize")
-    data_dir = run_dir / "data"
-    labels = json.loads((data_dir / "labels.json").read_text())["labels"]
-    test = load_split(data_dir, "test")
-    tokenizer = AutoTokenizer.from_pretrained(merge_dir)
-    max_length = json.loads((edgeft_dir / "preprocess.json").read_text())["max_length"]  # what the model was tuned with
-    single = [dict(tokenizer([r["text"]], truncation=True, max_length=max_length, return_tensors="np"))
-              for r in test]
+    labels = json.loads((run.data / "labels.json").read_text())["labels"]
+    test = load_split(run.data, "test")
+    tokenizer = AutoTokenizer.from_pretrained(run.merge)
+    max_length = json.loads((edgeft_dir / "preprocess.json").read_text())["max_length"]
+    single = [dict(tokenizer([r["text"]], truncation=True, max_length=max_length, return_tensors="np")) for r in test]
+    return labels, test, single
 
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx_files = {**optimum_models(merge_dir, Path(tmp)), "edgeft-int8": edgeft_dir / "model.onnx"}
-        sizes = {name: path.stat().st_size for name, path in onnx_files.items()}
-        sizes["pytorch-fp32"] = (merge_dir / "model.safetensors").stat().st_size
-        models = {}
+
+def sessions(onnx_files: dict[str, Path]) -> dict:
+    import onnxruntime as ort
+
+    models = {}
+    for t in THREADS:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = t, 1
+        for name, path in onnx_files.items():
+            models[(name, t)] = ort.InferenceSession(str(path), options)
+    return models
+
+
+def measure(run: RunLayout, rounds: int, calls: int, work: Path) -> tuple[list[str], dict, dict, dict, int]:
+    """Accuracy on every test text, then each model's p50 at batch 1 per round, interleaved."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    labels, test, single = load_inputs(run)
+    onnx_files = {**optimum_models(run.merge, work), "edgeft-int8": run.variant("int8-dynamic") / "model.onnx"}
+    sizes = {name: path.stat().st_size for name, path in onnx_files.items()}
+    sizes["pytorch-fp32"] = (run.merge / "model.safetensors").stat().st_size
+    models = sessions(onnx_files)
+    torch_model = AutoModelForSequenceClassification.from_pretrained(run.merge).eval()
+
+    def call(name, threads, feed):
+        if name == "pytorch-fp32":
+            torch.set_num_threads(threads)
+            with torch.inference_mode():
+                return torch_model(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits.numpy()
+        session = models[(name, threads)]
+        wanted = {i.name for i in session.get_inputs()}
+        return session.run(None, {k: v.astype(np.int64) for k, v in feed.items() if k in wanted})[0]
+
+    names = ["pytorch-fp32", *optimum_configs(), "edgeft-int8"]
+    accuracy = {name: classification_metrics([r["label"] for r in test],
+                                             [labels[int(call(name, 2, feed).argmax(-1)[0])] for feed in single],
+                                             labels, "spam") for name in names}
+    p50 = {(n, t): [] for n in names for t in THREADS}
+    inputs = single[:calls]
+    for _ in range(rounds):
         for t in THREADS:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads, options.inter_op_num_threads = t, 1
-            for name, path in onnx_files.items():
-                models[(name, t)] = ort.InferenceSession(str(path), options)
-        torch_model = AutoModelForSequenceClassification.from_pretrained(merge_dir).eval()
+            for name in names:
+                for feed in inputs[:5]:
+                    call(name, t, feed)  # warm-up
+                times = []
+                for feed in inputs:
+                    start = time.perf_counter()
+                    call(name, t, feed)
+                    times.append((time.perf_counter() - start) * 1000)
+                p50[(name, t)].append(statistics.median(times))
+    return names, p50, accuracy, sizes, len(test)
 
-        def call(name, threads, feed):
-            if name == "pytorch-fp32":
-                torch.set_num_threads(threads)
-                with torch.inference_mode():
-                    return torch_model(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits.numpy()
-            session = models[(name, threads)]
-            wanted = {i.name for i in session.get_inputs()}
-            return session.run(None, {k: v.astype(np.int64) for k, v in feed.items() if k in wanted})[0]
 
-        names = ["pytorch-fp32", *optimum_configs(), "edgeft-int8"]
-        accuracy = {}
-        for name in names:
-            preds = [labels[int(call(name, 2, feed).argmax(-1)[0])] for feed in single]
-            accuracy[name] = classification_metrics([r["label"] for r in test], preds, labels, "spam")
-        p50 = {(n, t): [] for n in names for t in THREADS}
-        inputs = single[:CALLS_PER_ROUND]
-        for _ in range(ROUNDS):
-            for t in THREADS:
-                for name in names:
-                    for feed in inputs[:5]:
-                        call(name, t, feed)  # warm-up
-                    times = []
-                    for feed in inputs:
-                        start = time.perf_counter()
-                        call(name, t, feed)
-                        times.append((time.perf_counter() - start) * 1000)
-                    p50[(name, t)].append(statistics.median(times))
-
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m bench.compare_optimum", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", nargs="?", type=Path, default=ROOT / "runs/sms-spam-minilm")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=100, help="timed batch-1 calls per model, thread count and round")
+    parser.add_argument("--out", type=Path, default=RESULTS / "compare_optimum.json")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        names, p50, accuracy, sizes, examples = measure(RunLayout(args.run), args.rounds, args.calls, Path(tmp))
     results, ratios = summarize(names, p50, accuracy, sizes)
-    out = {"benchmark": "compare_optimum", "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
-           "run_dir": str(run_dir), "test_examples": len(test), "rounds": ROUNDS, "calls_per_round": CALLS_PER_ROUND,
-           "timed": "model call at batch 1 on pre-tokenized real test SMS; median over rounds of each round's p50",
-           "optimum_path": "optimum-cli export onnx --task text-classification; optimum-cli onnxruntime quantize "
-                           + " / ".join(optimum_configs().values()),
-           "machine": machine_info(), "python": platform.python_version(), "versions": library_versions(),
-           "results": results, "ratios": ratios}
-    path = ROOT / "bench" / "results" / "compare_optimum.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"\nwrote {path}")
+    return write_result(args.out, "compare_optimum", argv, {
+        "run_dir": str(args.run), "test_examples": examples, "rounds": args.rounds, "calls_per_round": args.calls,
+        "timed": "model call at batch 1 on pre-tokenized real test SMS; median over rounds of each round's p50",
+        "optimum_path": "optimum-cli export onnx --task text-classification; optimum-cli onnxruntime quantize "
+                        + " / ".join(optimum_configs().values()), "results": results, "ratios": ratios})
 
 
 if __name__ == "__main__":

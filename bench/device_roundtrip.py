@@ -1,13 +1,13 @@
 """The device round trip: what installing and running the runtime alone costs and gives, against the
 full toolchain, and host versus "device" numbers for the same bundles, in the same run.
 
-    python bench/device_roundtrip.py [BUNDLE ...] [--rounds N]
+    python -m bench.device_roundtrip [BUNDLE ...] [--rounds N] [--skip-install]
         (default: runs/sms-spam-minilm/package and runs/assistant-trec-smollm2/package, made by `edgeft run`)
 
 1. Install: a fresh venv gets the bundle's edgeft-runtime wheel; another fresh venv gets the full
    toolchain (`pip install ./edgeft/runtime .` from this repository). Time of each pip install and
    the size each venv grows by. Both use this machine's pip cache and index the same way.
-2. The "device": a real sshd on 127.0.0.1 (tests/sshd.py); `edgeft bench BUNDLE --on "ssh ..."
+2. The "device": a real sshd on 127.0.0.1 (bench/sshd.py); `edgeft bench BUNDLE --on "ssh ..."
    --install` copies the bundle and installs the runtime wheel into a venv there (runtime only).
 3. Rounds, interleaved over the bundles: each round is one `edgeft bench --on` call, which runs
    `edgeft-runtime bench` in the full toolchain's venv (host row: today's edgeft.runtime imported
@@ -27,9 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+from bench.common import RESULTS, ROOT, write_result
+from bench.sshd import LocalSshd
+
 DEFAULT_BUNDLES = [ROOT / "runs/sms-spam-minilm/package", ROOT / "runs/assistant-trec-smollm2/package"]
 
 
@@ -64,15 +64,14 @@ def summary(values: list[float]) -> dict:
 
 
 def row_numbers(row: dict) -> dict:
-    lat = row["latency_ms"][0]
     numbers = {"cold_start_s": row["cold_start"]["first_result_s"]["median"],
                "cold_start_peak_rss_mib": row["cold_start"]["peak_rss_bytes"] / 2**20,
                "peak_rss_mib": max(row["peak_rss_bytes"].values()) / 2**20}
-    if "decode_tokens_per_s" in lat:
-        numbers.update(ttft_ms=lat["ttft_ms"]["median"], prefill_tokens_per_s=lat["prefill_tokens_per_s"]["median"],
-                       decode_tokens_per_s=lat["decode_tokens_per_s"]["median"], ms_per_token_p90=lat["p90"])
-    else:
-        numbers.update(p50_ms=lat["p50"], p90_ms=lat["p90"], p99_ms=lat["p99"])
+    for d in row.get("decode", []):
+        numbers.update(ttft_ms=d["ttft_ms"]["median"], prefill_tokens_per_s=d["prefill_tokens_per_s"]["median"],
+                       decode_tokens_per_s=d["decode_tokens_per_s"]["median"], ms_per_token_p90=d["ms_per_token_p90"])
+    for lat in row.get("latency", []):
+        numbers.update(p50_ms=lat["p50_ms"], p90_ms=lat["p90_ms"], p99_ms=lat["p99_ms"])
     return numbers
 
 
@@ -88,37 +87,38 @@ def aggregate(rounds: list[dict]) -> dict:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def rounds_behind_sshd(bundles: list[Path], rounds: int, tmp: Path) -> dict[str, list[dict]]:
+    """Each round, one `edgeft bench BUNDLE --on "ssh ..." --install` per bundle: a host row and a device row."""
+    results = {b.parent.name: [] for b in bundles}
+    with LocalSshd(tmp / "sshd") as sshd:
+        for round_ in range(rounds):
+            for bundle in bundles:
+                out = tmp / f"report-{round_}-{bundle.parent.name}"
+                cmd = [sys.executable, "-m", "edgeft.cli", "bench", str(bundle), "--on", sshd.prefix(), "--install",
+                       "--remote-dir", str(tmp / "device"), "-o", str(out), "--rounds", "1", "--cold-rounds", "1"]
+                subprocess.run(cmd, check=True, capture_output=True)
+                host, device = json.loads((out / "report.json").read_text())["variants"]
+                results[bundle.parent.name].append({"host": host, "device": device})
+                print(f"round {round_ + 1}: {bundle.parent.name} done", flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m bench.device_roundtrip", description=__doc__.split("\n\n")[0])
     parser.add_argument("bundles", nargs="*", type=Path, default=DEFAULT_BUNDLES)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/device_roundtrip.json")
-    args = parser.parse_args()
-    from sshd import LocalSshd
-
-    from edgeft.core.artifacts import library_versions, machine_info
-
+    parser.add_argument("--skip-install", action="store_true",
+                        help="leave out step 1, the install of both venvs (a minute and 2 GB)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "device_roundtrip.json")
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="edgeft-roundtrip-") as tmp:
         tmp = Path(tmp)
-        install = install_costs(args.bundles[0], tmp)
-        print(json.dumps(install, indent=1), flush=True)
-        results = {b.parent.name: [] for b in args.bundles}
-        with LocalSshd(tmp / "sshd") as sshd:
-            for round_ in range(args.rounds):
-                for bundle in args.bundles:
-                    out = tmp / f"report-{round_}-{bundle.parent.name}"
-                    cmd = [sys.executable, "-m", "edgeft.cli", "bench", str(bundle), "--on", sshd.prefix(), "--install",
-                           "--remote-dir", str(tmp / "device"), "-o", str(out), "--rounds", "1", "--cold-rounds", "1"]
-                    subprocess.run(cmd, check=True, capture_output=True)
-                    host, device = json.loads((out / "report.json").read_text())["variants"]
-                    results[bundle.parent.name].append({"host": host, "device": device})
-                    print(f"round {round_ + 1}: {bundle.parent.name} done", flush=True)
-    report = {"machine": machine_info(), "versions": library_versions(), "command": " ".join(sys.argv),
-              "rounds": args.rounds, "install": install,
+        install = None if args.skip_install else install_costs(args.bundles[0], tmp)
+        results = rounds_behind_sshd(args.bundles, args.rounds, tmp)
+    report = {"rounds": args.rounds, "install": install,
               "device": "this machine behind a real sshd on 127.0.0.1, runtime-only venv made by --install",
               "bundles": {name: aggregate(rounds) for name, rounds in results.items()}}
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(json.dumps(report["bundles"], indent=1))
+    return write_result(args.out, "device_roundtrip", argv, report)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """How much of the fine-tune each 4-bit (and 8-bit) remedy keeps: the first measurement of the
 int4-retention issue, on the assistant run's own fine-tuned model and all 500 held-out questions.
 
-    python bench/int4_retention.py [RUN_DIR] [--grid-run DIR] [--only NAME ...]
+    python -m bench.int4_retention [RUN_DIR] [--grid-run DIR] [--only NAME ...]
     (RUN_DIR: the assistant recipe run with `--set tune.base_quant=nf4`, default runs/assistant-trec-smollm2;
     DIR: the recipe as shipped, tune.base_quant int4, default runs/assistant-grid)
 
@@ -24,27 +24,27 @@ exact match is paired with the reference (bootstrap interval, McNemar). Speed: a
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.common import RESULTS, ROOT, provenance, write_result
+from edgeft.benchkit.paired import paired_drop
+from edgeft.core.artifacts import model_bytes
+from edgeft.core.metrics import exact_match, normalize_answer
+from edgeft.core.splits import load_split
+from edgeft.generation.chat import encode_chat
+from edgeft.generation.graph import fold_tied_head, lm_head_node
+from edgeft.generation.models import load_tokenizer
+from edgeft.generation.runners import OrtGenerator
+from edgeft.quantizers.common import copy_sidecar_files
+from edgeft.runtime.report import Decode, example_text
 
-from edgeft.benchkit.paired import paired_drop  # noqa: E402
-from edgeft.core.artifacts import library_versions, machine_info, model_bytes  # noqa: E402
-from edgeft.core.metrics import exact_match, normalize_answer  # noqa: E402
-from edgeft.core.splits import load_split  # noqa: E402
-from edgeft.generation.chat import encode_chat  # noqa: E402
-from edgeft.generation.graph import fold_tied_head, lm_head_node  # noqa: E402
-from edgeft.generation.models import load_tokenizer  # noqa: E402
-from edgeft.generation.runners import OrtGenerator  # noqa: E402
-from edgeft.stages.quantize import copy_sidecar_files  # noqa: E402
-
-THREADS, ROUNDS, NEW_TOKENS, PROMPT_TOKENS, MAX_ANSWER = 2, 3, 64, 128, 6
+MAX_ANSWER = 6
 BLOCK = 32
 
 
@@ -143,10 +143,10 @@ def merged_into_nf4(run: Path, out: Path, precision: str = "int4") -> Path:
 
 def builder_variant(src: Path, out: Path, run: Path, method: str = "int4", algorithm: str = "rtn", extra=()) -> Path:
     """A variant built by edgeft's genai path (the recipes' own), with `extra` builder options."""
-    from edgeft.core.recipe import Int4Variant
     from edgeft.generation.genai import build_genai
+    from edgeft.generation.weight_only import GenaiWeightOnly
 
-    variant = Int4Variant(name=out.name, method=method, source="genai", algorithm=algorithm, accuracy_level=4)
+    variant = GenaiWeightOnly(name=out.name, method=method, source="genai", algorithm=algorithm, accuracy_level=4)
     out.mkdir(parents=True)
     build_genai(src, out, precision=f"int{variant.bits}", variant=variant, extra=extra)
     shutil.copy(run / "quantize/int4/generation.json", out / "generation.json")
@@ -262,73 +262,73 @@ def candidates(run: Path, tmp: Path, only: list[str], grid: Path | None = None) 
     return made
 
 
-def main() -> None:
-    import argparse
+def evaluate(models: dict[str, Path], run: Path, args) -> dict:
+    """Every candidate's answers to the same prompts (token ids), then speed rounds, interleaved."""
+    tokenizer = load_tokenizer(run / "merge")
+    test = load_split(run / "data", "test")[:args.questions]
+    encoded = [encode_chat(tokenizer, r["messages"], 96) for r in test]  # the assistant recipe's max_length
+    prompts, answers = [f[:n] for f, n in encoded], [f[n:] for f, n in encoded]
+    text = " ".join(example_text(r) for r in load_split(run / "data", "test"))
+    speed_prompt = tokenizer(text, add_special_tokens=False)["input_ids"][:args.prompt_tokens]
+    results = {}
+    for name, folder in models.items():
+        start = time.perf_counter()
+        reply = OrtGenerator(folder, args.threads).evaluate(prompts, answers, MAX_ANSWER)
+        said = [tokenizer.decode(p, skip_special_tokens=True).strip() for p in reply["predictions"]]
+        results[name] = {"size_mib": model_bytes(folder) / 2**20, "exact_match": exact_match([r["answer"] for r in test], said),
+                         "correct": [normalize_answer(r["answer"]) == normalize_answer(s) for r, s in zip(test, said)],
+                         "eval_seconds": time.perf_counter() - start, "runs": []}
+        print(f"{name}: exact match {results[name]['exact_match']:.3f}", flush=True)
+    runners = {name: OrtGenerator(folder, args.threads) for name, folder in models.items()}
+    for runner in runners.values():
+        runner.speed(speed_prompt, 2)
+    for _ in range(args.rounds):
+        for name, runner in runners.items():
+            results[name]["runs"].append(runner.speed(speed_prompt, args.new_tokens))
+    return results
 
-    parser = argparse.ArgumentParser()
+
+def summarize(results: dict, args) -> dict:
+    ref_name = next(iter(results))
+    ref = results[ref_name]
+    rows = {}
+    for name, r in results.items():
+        speed = dataclasses.asdict(Decode.of(r.pop("runs"), args.threads, args.prompt_tokens, args.new_tokens))
+        drop = paired_drop(ref["correct"], r["correct"]).to_dict()
+        kept = r["exact_match"] / ref["exact_match"] if ref["exact_match"] else None  # a tiny model may score 0
+        rows[name] = {**{k: v for k, v in r.items() if k != "correct"}, "retention": kept,
+                      "drop_vs_reference_pts": drop, "decode_tokens_per_s": speed["decode_tokens_per_s"],
+                      "prefill_tokens_per_s": speed["prefill_tokens_per_s"], "ttft_ms": speed["ttft_ms"]}
+        d, kept = speed["decode_tokens_per_s"], "-" if kept is None else f"{kept:.3f}"
+        print(f"{name:52} EM {r['exact_match']:.3f} (retention {kept}; {-drop['points']:+.1f} pts, "
+              f"{-drop['high']:+.1f} to {-drop['low']:+.1f}) {r['size_mib']:.0f} MiB, decode {d['median']:.1f} "
+              f"({d['min']:.1f}-{d['max']:.1f}) tok/s, prefill {speed['prefill_tokens_per_s']['median']:.0f} tok/s")
+    return {"run": str(args.run), "questions": len(ref["correct"]), "reference": ref_name, "threads": args.threads,
+            "rounds": args.rounds, "max_answer_tokens": MAX_ANSWER, "block_size": BLOCK, "candidates": rows}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m bench.int4_retention", description=__doc__.split("\n\n")[0])
     parser.add_argument("run", nargs="?", type=Path, default=ROOT / "runs/assistant-trec-smollm2")
     parser.add_argument("--only", action="append", default=[],
                         help="measure only this candidate (and the reference), adding it to the JSON")
     parser.add_argument("--grid-run", type=Path, default=ROOT / "runs/assistant-grid",
                         help="the same recipe run with tune.base_quant: int4 (edgeft run -o runs/assistant-grid)")
-    args = parser.parse_args()
-    run = args.run
-    recipe_len = 96  # the assistant recipe's data.max_length: the prompts the bench gives
-    tokenizer = load_tokenizer(run / "merge")
-    test = load_split(run / "data", "test")
-    encoded = [encode_chat(tokenizer, r["messages"], recipe_len) for r in test]
-    prompts, answers = [f[:n] for f, n in encoded], [f[n:] for f, n in encoded]
-    text = " ".join(r["messages"][-2]["content"] for r in test)
-    speed_prompt = tokenizer(text, add_special_tokens=False)["input_ids"][:PROMPT_TOKENS]
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--prompt-tokens", type=int, default=128)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--questions", type=int, default=None, help="only the first N held-out questions (smoke run)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "int4_retention.json")
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="edgeft-retention-") as tmp:
-        models = candidates(run, Path(tmp), args.only, args.grid_run if args.grid_run.exists() else None)
-        results = {}
-        for name, folder in models.items():
-            runner = OrtGenerator(folder, THREADS)
-            start = time.perf_counter()
-            reply = runner.evaluate(prompts, answers, MAX_ANSWER)
-            said = [tokenizer.decode(p, skip_special_tokens=True).strip() for p in reply["predictions"]]
-            results[name] = {"size_mib": model_bytes(folder) / 2**20,
-                             "exact_match": exact_match([r["answer"] for r in test], said),
-                             "correct": [normalize_answer(r["answer"]) == normalize_answer(s) for r, s in zip(test, said)],
-                             "eval_seconds": time.perf_counter() - start, "runs": []}
-            print(f"{name}: exact match {results[name]['exact_match']:.3f}", flush=True)
-        runners = {name: OrtGenerator(folder, THREADS) for name, folder in models.items()}
-        for runner in runners.values():
-            runner.speed(speed_prompt, 2)
-        for _ in range(ROUNDS):
-            for name, runner in runners.items():
-                results[name]["runs"].append(runner.speed(speed_prompt, NEW_TOKENS))
-        del runners
-    summarize(results, run, keep_others=bool(args.only))
-
-
-def summarize(results: dict, run: Path, keep_others: bool = False) -> None:
-    from edgeft.runtime.stats import decode_entry
-
-    ref_name = next(iter(results))
-    ref = results[ref_name]
-    rows = {}
-    for name, r in results.items():
-        speed = decode_entry(r.pop("runs"), THREADS, PROMPT_TOKENS, NEW_TOKENS)
-        drop = paired_drop(ref["correct"], r["correct"]).to_dict()
-        rows[name] = {**{k: v for k, v in r.items() if k != "correct"}, "retention": r["exact_match"] / ref["exact_match"],
-                      "drop_vs_reference_pts": drop, "decode_tokens_per_s": speed["decode_tokens_per_s"],
-                      "prefill_tokens_per_s": speed["prefill_tokens_per_s"], "ttft_ms": speed["ttft_ms"]}
-        d = speed["decode_tokens_per_s"]
-        print(f"{name:52} EM {r['exact_match']:.3f} (retention {rows[name]['retention']:.3f}; {-drop['points']:+.1f} pts, "
-              f"{-drop['high']:+.1f} to {-drop['low']:+.1f}) {r['size_mib']:.0f} MiB, decode {d['median']:.1f} "
-              f"({d['min']:.1f}-{d['max']:.1f}) tok/s, prefill {speed['prefill_tokens_per_s']['median']:.0f} tok/s")
-    out = {"run": str(run), "questions": len(ref["correct"]), "reference": ref_name, "threads": THREADS,
-           "rounds": ROUNDS, "max_answer_tokens": MAX_ANSWER, "block_size": BLOCK, "candidates": rows,
-           "machine": machine_info(), "versions": library_versions(), "command": " ".join(sys.argv)}
-    path = ROOT / "bench/results/int4_retention.json"
-    if keep_others and path.exists():  # --only: the other candidates stay as they were measured
-        earlier = json.loads(path.read_text())
-        out["candidates"] = {**earlier["candidates"], **rows}
-        out["commands"] = [*earlier.get("commands", [earlier["command"]]), out["command"]]
-    path.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {path}")
+        models = candidates(args.run, Path(tmp), args.only, args.grid_run if args.grid_run.exists() else None)
+        out = summarize(evaluate(models, args.run, args), args)
+    if args.only and args.out.exists():  # --only: the other candidates stay as they were measured
+        earlier = json.loads(args.out.read_text())
+        out["candidates"] = {**earlier["candidates"], **out["candidates"]}
+        out["commands"] = [*earlier.get("commands", [earlier["command"]]), provenance("int4_retention", argv)["command"]]
+    return write_result(args.out, "int4_retention", argv, out)
 
 
 if __name__ == "__main__":

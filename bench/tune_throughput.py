@@ -1,9 +1,9 @@
 """QLoRA training throughput and peak memory: the plain peft + bitsandbytes recipe against edgeft's
 tune modes, on realistic shapes built from configs (random weights: speed does not depend on them).
 
-    python bench/tune_throughput.py            # GPU: Qwen2.5-0.5B and Llama-3.2-1B shapes, batch 8 x 1024
+    python -m bench.tune_throughput            # GPU: Qwen2.5-0.5B and Llama-3.2-1B shapes, batch 8 x 1024
                                                # CPU: the SmolLM2-135M shape, batch 2 x 256
-    SHAPES=qwen2.5-0.5b MODES=plain,dequantized python bench/tune_throughput.py
+    python -m bench.tune_throughput --shapes qwen2.5-0.5b --modes plain dequantized
 
 Every (shape, mode) runs in a fresh process, from the same NF4 weights (quantized once from the
 same random init), on the same token batches with the same seed: tokens/s after warm-up, peak
@@ -17,16 +17,15 @@ linear cross-entropy where liger-kernel is installed, reentrant checkpointing on
 """
 from __future__ import annotations
 
+import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.common import RESULTS, ROOT, write_result
 
 
 def shapes():
@@ -42,6 +41,9 @@ def shapes():
         "smollm2-135m": lambda: LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                                             num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
                                             tie_word_embeddings=True, max_position_embeddings=2048),
+        "tiny": lambda: LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                    num_key_value_heads=2, vocab_size=512, tie_word_embeddings=True,
+                                    max_position_embeddings=256),  # the smoke test's
     }
 
 
@@ -105,33 +107,30 @@ def run_one(shape: str, mode: str, folder: str, batch: int, seq: int, steps: int
             "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None}
 
 
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--one":
-        print(json.dumps(run_one(*sys.argv[2:5], *map(int, sys.argv[5:9]))))
-        return
+def measure(plan_shapes: list[str], modes: list[str], batch: int, seq: int, steps: int, warmup: int) -> list[dict]:
+    """Every (shape, mode) in a fresh process, from the same random init."""
     import torch
+    from transformers import AutoModelForCausalLM
 
-    from edgeft.core.artifacts import library_versions, machine_info
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    plan_shapes = os.environ.get("SHAPES", "qwen2.5-0.5b,llama3.2-1b" if device == "cuda" else "smollm2-135m").split(",")
-    modes = os.environ.get("MODES", "plain,dequantized,4bit").split(",")
-    batch, seq, steps, warmup = (8, 1024, 8, 3) if device == "cuda" else (2, 256, 4, 1)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for shape in plan_shapes:
             folder = Path(tmp) / shape
             torch.manual_seed(0)
-            from transformers import AutoModelForCausalLM
             AutoModelForCausalLM.from_config(shapes()[shape](), dtype=torch.bfloat16).save_pretrained(folder)
             for mode in modes:
-                done = subprocess.run([sys.executable, __file__, "--one", shape, mode, str(folder), str(batch), str(seq),
-                                       str(steps), str(warmup)], capture_output=True, text=True)
+                done = subprocess.run([sys.executable, "-m", "bench.tune_throughput", "--one", shape, mode, str(folder),
+                                       str(batch), str(seq), str(steps), str(warmup)], capture_output=True, text=True,
+                                      cwd=ROOT)
                 if done.returncode != 0:
                     results.append({"shape": shape, "mode": mode, "error": done.stderr.strip().splitlines()[-1][:300]})
                 else:
                     results.append(json.loads(done.stdout.strip().splitlines()[-1]))
                 print(json.dumps({k: v for k, v in results[-1].items() if k != "losses"}), flush=True)
+    return results
+
+
+def against_plain(results: list[dict], plan_shapes: list[str]) -> dict:
     ratios = {}
     for shape in plan_shapes:
         plain = next((r for r in results if r["shape"] == shape and r["mode"] == "plain" and "error" not in r), None)
@@ -142,21 +141,37 @@ def main() -> None:
             ratios[f"{shape}/{r['mode']}"] = {"speedup": r["tokens_per_s"] / plain["tokens_per_s"],
                                               "memory_fraction": r["peak_gib"] / plain["peak_gib"],
                                               "max_relative_loss_difference": drift}
-    print(f"\n{'shape':14} {'mode':12} {'tok/s':>9} {'peak GiB':>9} {'vs plain':>22}")
+    return ratios
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    import torch
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--one"]:
+        print(json.dumps(run_one(*argv[1:4], *map(int, argv[4:8]))))
+        return None
+    cuda = torch.cuda.is_available()
+    parser = argparse.ArgumentParser(prog="python -m bench.tune_throughput", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shapes", nargs="+", default=["qwen2.5-0.5b", "llama3.2-1b"] if cuda else ["smollm2-135m"],
+                        choices=list(shapes()))
+    parser.add_argument("--modes", nargs="+", default=["plain", "dequantized", "4bit"])
+    parser.add_argument("--batch", type=int, default=8 if cuda else 2)
+    parser.add_argument("--seq", type=int, default=1024 if cuda else 256)
+    parser.add_argument("--steps", type=int, default=8 if cuda else 4)
+    parser.add_argument("--warmup", type=int, default=3 if cuda else 1)
+    parser.add_argument("--out", type=Path, default=None, help="default: bench/results/tune_throughput_<device>.json")
+    args = parser.parse_args(argv)
+    device = "cuda" if cuda else "cpu"
+    results = measure(args.shapes, args.modes, args.batch, args.seq, args.steps, args.warmup)
+    ratios = against_plain(results, args.shapes)
     for r in results:
-        if "error" in r:
-            print(f"{r['shape']:14} {r['mode']:12} ERROR {r['error']}")
-            continue
         ratio = ratios.get(f"{r['shape']}/{r['mode']}")
-        rel = (f"{ratio['speedup']:.2f}x, {100 * ratio['memory_fraction']:.0f}% mem, loss diff "
-               f"{ratio['max_relative_loss_difference']:.1e}") if ratio else "baseline"
-        print(f"{r['shape']:14} {r['mode']:12} {r['tokens_per_s']:9.0f} {r['peak_gib']:9.2f}   {rel}")
-    out = {"benchmark": "tune_throughput", "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
-           "device": device, "batch": batch, "seq": seq, "steps": steps, "warmup": warmup,
-           "machine": machine_info(), "versions": library_versions(), "results": results, "ratios": ratios}
-    path = ROOT / "bench" / "results" / f"tune_throughput_{device}.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"\nwrote {path}")
+        shown = "ERROR " + r["error"] if "error" in r else f"{r['tokens_per_s']:9.0f} tok/s {r['peak_gib']:6.2f} GiB"
+        print(f"{r['shape']:14} {r['mode']:12} {shown}" + (f"  {ratio['speedup']:.2f}x plain" if ratio else ""))
+    return write_result(args.out or RESULTS / f"tune_throughput_{device}.json", "tune_throughput", argv, {
+        "device": device, "batch": args.batch, "seq": args.seq, "steps": args.steps, "warmup": args.warmup,
+        "results": results, "ratios": ratios})
 
 
 if __name__ == "__main__":
