@@ -3,57 +3,15 @@ trained on different tiny tasks, switched per request, bound to their base by ha
 import shutil
 
 import pytest
-from conftest import copy_tree, generation_recipe, write_recipe
+from conftest import skill_dict, skill_recipe, write_recipe
 
 from edgeft import EdgeftError
-from edgeft.core.recipe import recipe_from_dict
 from edgeft.core.splits import load_split
 from edgeft.generation.adapters import build_unmerged
 from edgeft.runtime import Generator
 from edgeft.runtime.files import GENERATION_FILE
-from edgeft.stages.data import prepare_data
-from edgeft.stages.export import export
-from edgeft.stages.merge import merge
 from edgeft.stages.package import package, package_adapter
 from edgeft.stages.quantize import quantize_variant
-from edgeft.stages.tune import tune
-
-SKILLS = {
-    "routing": {},  # TREC questions -> answer type (the conftest recipe)
-    "spam": {"data": {"source": "sms-spam-sample", "test_size": 24, "validation_fraction": 0.05, "max_length": 64,
-                      "system_prompt": "Is this message spam? Reply with one word: spam or ham.",
-                      "label_words": {"spam": "spam", "ham": "ham"}}},
-}
-UNMERGED = {"name": "int4u", "source": "genai", "method": "int4", "lora": "unmerged", "accuracy_level": 4}
-
-
-def skill_recipe(base, name, **variant):
-    return recipe_from_dict(skill_dict(base, name, **variant))
-
-
-def skill_dict(base, name, **variant):
-    recipe = generation_recipe(base, **SKILLS[name], tune={"method": "lora", "max_steps": 6, "learning_rate": 1e-2},
-                               export={"backends": ["genai"], "parity_samples": 2, "parity_new_tokens": 4},
-                               quantize={"variants": [{**UNMERGED, **variant}]})
-    recipe["name"] = name
-    return recipe
-
-
-@pytest.fixture(scope="module")
-def skills(tiny_llama, tmp_path_factory):
-    """Both skills tuned on one base, merged, exported (fp32) and built unmerged at int4."""
-    root = tmp_path_factory.mktemp("skills")
-    base = copy_tree(tiny_llama, root / "base")
-    made = {}
-    for name in SKILLS:
-        recipe, run = skill_recipe(base, name), root / name
-        prepare_data(recipe, run / "data")
-        tune(recipe, run / "data", run / "tune", progress=False)
-        merge(recipe, run / "tune", run / "merge")
-        export(recipe, run / "merge", run / "export-genai", backend="genai")
-        quantize_variant(recipe, run / "export-genai", recipe.quantize.variants[0], run / "int4u")
-        made[name] = (recipe, run)
-    return base, made
 
 
 def prompts_of(run, n=6):
@@ -94,14 +52,14 @@ def test_unmerged_adapters_reproduce_their_merged_models_and_switch_cleanly(skil
 def test_adapter_bundle_loads_on_its_base_and_is_refused_elsewhere(skills, tmp_path):
     base, made = skills
     (routing, run_r), (spam, run_s) = made["routing"], made["spam"]
-    manifest = package_adapter(spam, run_s / "int4u", tmp_path / "spam-adapter")
-    files = sorted(manifest["files"])
+    manifest = package_adapter(spam, run_s / "quantize/int4u", tmp_path / "spam-adapter")
+    files = sorted(manifest.files)
     assert files == ["eval.jsonl", "generation.json", "labels.json", "spam.onnx_adapter"]
-    assert manifest["base_sha256"] == read_details(run_r / "int4u")["base_sha256"]
-    package(routing, run_r / "int4u", tmp_path / "base-bundle")
+    assert manifest.base_sha256 == read_details(run_r / "quantize/int4u")["base_sha256"]
+    package(routing, run_r / "quantize/int4u", tmp_path / "base-bundle")
     device = Generator(tmp_path / "base-bundle")
     assert device.add_adapter(tmp_path / "spam-adapter") == "spam"
-    own = Generator(run_s / "int4u", verify=False)
+    own = Generator(run_s / "quantize/int4u", verify=False)
     for messages in prompts_of(run_s):
         assert greedy(device, messages, "spam") == greedy(own, messages)
     # the adapter's own system prompt comes with it
@@ -113,7 +71,7 @@ def test_adapter_bundle_loads_on_its_base_and_is_refused_elsewhere(skills, tmp_p
     package_adapter(other, tmp_path / "int4u-64", tmp_path / "spam-64")
     wrong = read_details(tmp_path / "int4u-64")["base_sha256"]
     with pytest.raises(EdgeftError, match=f"made for the base with sha256 {wrong}, but .* holds the base with "
-                                          f"sha256 {manifest['base_sha256']}"):
+                                          f"sha256 {manifest.base_sha256}"):
         device.add_adapter(tmp_path / "spam-64")
 
     tampered = tmp_path / "spam-adapter/spam.onnx_adapter"
@@ -130,12 +88,12 @@ def test_merged_models_take_no_adapters_and_unknown_names_are_refused(skills, tm
     with pytest.raises(EdgeftError, match="built merged; adapters need a base built with"):
         Generator(run / "export-genai", verify=False).add_adapter(tmp_path)
     with pytest.raises(EdgeftError, match=r"no adapter named 'chess' is loaded \(loaded: routing"):
-        Generator(run / "int4u", verify=False).prefill([1, 2, 3], "chess")
+        Generator(run / "quantize/int4u", verify=False).prefill([1, 2, 3], "chess")
 
 
 def read_details(folder):
     from edgeft.core.artifacts import read_manifest
-    return read_manifest(folder)["details"]
+    return read_manifest(folder).details
 
 
 def test_cli_writes_an_adapter_bundle_and_chats_with_it_switching_adapters(skills, tmp_path):
@@ -146,14 +104,14 @@ def test_cli_writes_an_adapter_bundle_and_chats_with_it_switching_adapters(skill
     base, made = skills
     run_r, run_s = made["routing"][1], made["spam"][1]
     recipe = write_recipe(tmp_path / "spam.yaml", skill_dict(base, "spam"))
-    packed = CliRunner().invoke(cli, ["package", str(run_s / "int4u"), "--adapter-only", "-r", str(recipe),
+    packed = CliRunner().invoke(cli, ["package", str(run_s / "quantize/int4u"), "--adapter-only", "-r", str(recipe),
                                       "-o", str(tmp_path / "spam-adapter")])
     assert packed.exit_code == 0, packed.output
     assert "adapter 'spam' for int4u" in packed.output
-    expected = Generator(run_r / "int4u", verify=False)
+    expected = Generator(run_r / "quantize/int4u", verify=False)
     expected.add_adapter(tmp_path / "spam-adapter")
     first, second = expected.answer("Win a free prize now", adapter="spam"), expected.answer("What is NASA ?")
-    chat = CliRunner().invoke(cli, ["chat", str(run_r / "int4u"), "--adapter", str(tmp_path / "spam-adapter")],
+    chat = CliRunner().invoke(cli, ["chat", str(run_r / "quantize/int4u"), "--adapter", str(tmp_path / "spam-adapter")],
                               input="Win a free prize now\n/adapter routing\nWhat is NASA ?\n\n")
     assert chat.exit_code == 0, chat.output
     assert first and second and first in chat.output and second in chat.output

@@ -59,6 +59,48 @@ def unpack_tree(sdist: Path, dest: Path) -> None:
         tar.extractall(dest, members=members, **safe)
 
 
+def download_sdist(folder: str, log, pip_log: Path) -> Path:
+    log(f"downloading the llama-cpp-python {LLAMA_CPP_PYTHON} sdist")
+    pip(["download", "--no-deps", "--no-binary", ":all:", f"llama-cpp-python=={LLAMA_CPP_PYTHON}", "-d", folder], pip_log)
+    return next(Path(folder).glob("llama_cpp_python-*.tar.gz"))
+
+
+def tools_dir() -> Path:
+    """Where `--tools` puts llama.cpp's programs, by the build's flags (a machine of another CPU kind
+    builds its own)."""
+    key = hashlib.sha256(" ".join(cmake_args(cpu_flags())).encode()).hexdigest()[:12]
+    return CACHE / f"llama.cpp-{LLAMA_CPP_PYTHON}-bin" / key
+
+
+def build_tools(targets: list[str], log) -> Path:
+    """llama.cpp's own programs (llama-server, llama-bench, ...) from the very sources llama-cpp-python
+    vendors, with the same flags: the peers edgeft is measured against. Returns their folder."""
+    out, build_log = tools_dir(), CACHE / "llamacpp-tools.log"
+    out.mkdir(parents=True, exist_ok=True)
+    missing = [t for t in targets if not (out / t).is_file()]
+    if not missing:
+        return out
+    with tempfile.TemporaryDirectory() as tmp:
+        sdist = download_sdist(tmp, log, build_log)
+        with tarfile.open(sdist) as tar:
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(tmp, **safe)
+        source = next(Path(tmp).glob("llama_cpp_python-*/vendor/llama.cpp"))
+        log(f"building {', '.join(missing)} with {' '.join(cmake_args(cpu_flags()))} (minutes; log: {build_log})")
+        with open(build_log, "a") as out_log:
+            for cmd in (["cmake", "-S", str(source), "-B", f"{tmp}/build", *cmake_args(cpu_flags()), "-DLLAMA_CURL=OFF",
+                         "-DBUILD_SHARED_LIBS=OFF", "-DCMAKE_BUILD_TYPE=Release"],
+                        ["cmake", "--build", f"{tmp}/build", "--config", "Release", "-j", str(os.cpu_count() or 1),
+                         "--target", *missing]):
+                if subprocess.run(cmd, stdout=out_log, stderr=subprocess.STDOUT).returncode != 0:
+                    raise EdgeftError(f"building llama.cpp's {', '.join(missing)} failed (log: {build_log})")
+        for target in missing:
+            built = next(p for p in Path(tmp, "build").rglob(target) if p.is_file())  # not the tools/ source folder
+            (out / target).write_bytes(built.read_bytes())
+            (out / target).chmod(0o755)
+    return out
+
+
 def setup(log) -> dict:
     """Build (or reuse) the wheel for this CPU, install it with the converter's needs, unpack the tree."""
     args = cmake_args(cpu_flags())
@@ -67,10 +109,7 @@ def setup(log) -> dict:
     wheels.mkdir(parents=True, exist_ok=True)
     pip_log = CACHE / "llamacpp-setup.log"
     with tempfile.TemporaryDirectory() as tmp:
-        log(f"downloading the llama-cpp-python {LLAMA_CPP_PYTHON} sdist")
-        pip(["download", "--no-deps", "--no-binary", ":all:", f"llama-cpp-python=={LLAMA_CPP_PYTHON}", "-d", tmp],
-            pip_log)
-        sdist = next(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
+        sdist = download_sdist(tmp, log, pip_log)
         if not list(wheels.glob("llama_cpp_python-*.whl")):
             log(f"building it with CMAKE_ARGS=\"{' '.join(args)}\" (about 4 minutes on a 2-core Xeon; log: {pip_log})")
             pip(["wheel", "--no-deps", str(sdist), "-w", str(wheels)], pip_log,

@@ -4,6 +4,7 @@
     edgeft-runtime chat BUNDLE                    chat with a text generator in the terminal
     edgeft-runtime verify BUNDLE                  sha256 of every file and the tokenizer self-test
     edgeft-runtime bench BUNDLE [--json]          cold start, latency, peak RSS, accuracy on the bundle's eval slice
+    edgeft-runtime serve BUNDLE [--adapter DIR]   an OpenAI-compatible server (pip install 'edgeft-runtime[serve]')
 
 The host's `edgeft predict`, `chat` and `verify` run the same functions. A problem with the input
 (a missing or damaged file, a bad flag) exits 2 with one line naming it.
@@ -40,12 +41,12 @@ def predict_lines(model, texts: list[str], as_json: bool) -> Iterator[str]:
 
 
 def verify_message(folder: Path) -> str:
-    from edgeft.runtime.bundle import read_manifest
+    from edgeft.runtime.manifest import read_manifest
     from edgeft.runtime.selfcheck import verify_tokenizer
 
     manifest = read_manifest(folder, what="bundle")
     samples = verify_tokenizer(folder)
-    return (f"{folder}: {len(manifest['files'])} files match their sha256; "
+    return (f"{folder}: {len(manifest.files)} files match their sha256; "
             + (f"the tokenizer gives the recorded ids for all {samples} sample texts" if samples
                else "no tokenizer self-test (not a packaged bundle)"))
 
@@ -101,14 +102,14 @@ def summary(report: dict) -> str:
     lines.append(f"  cold start to first result: {cold['first_result_s']['median']:.2f} s "
                  f"(min-max {cold['first_result_s']['min']:.2f}-{cold['first_result_s']['max']:.2f}), "
                  f"peak RSS {cold['peak_rss_bytes'] / 2**20:.0f} MiB")
-    lat = row["latency_ms"][0]
-    if "decode_tokens_per_s" in lat:
+    for lat in row.get("decode", []):
         d = lat["decode_tokens_per_s"]
         lines.append(f"  TTFT {lat['ttft_ms']['median']:.0f} ms ({lat['prompt_tokens']}-token prompt), prefill "
                      f"{lat['prefill_tokens_per_s']['median']:.0f} tok/s, decode {d['median']:.1f} tok/s "
-                     f"({d['min']:.1f}-{d['max']:.1f}), ms/token p50/p90 {lat['p50']:.1f}/{lat['p90']:.1f}")
-    else:
-        lines.append(f"  latency at batch 1: p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f}, p99 {lat['p99']:.2f}")
+                     f"({d['min']:.1f}-{d['max']:.1f}), ms/token p50/p90 {lat['ms_per_token_p50']:.1f}/"
+                     f"{lat['ms_per_token_p90']:.1f}")
+    for lat in row.get("latency", []):
+        lines.append(f"  latency at batch 1: p50 {lat['p50_ms']:.2f} ms, p90 {lat['p90_ms']:.2f}, p99 {lat['p99_ms']:.2f}")
     lines.append(f"  peak RSS {max(row['peak_rss_bytes'].values()) / 2**20:.0f} MiB")
     return "\n".join(lines)
 
@@ -140,6 +141,16 @@ def cmd_bench(args) -> None:
 
     report = bench_bundle(args.bundle, args.threads, args.rounds, args.cold_rounds)
     print(json.dumps(report, indent=1) if args.json else summary(report))
+
+
+def cmd_serve(args) -> None:
+    from edgeft.runtime.server import serve
+
+    if args.parallel < 1 or args.max_queue < 0:
+        raise EdgeftError("--parallel must be at least 1 and --max-queue at least 0")
+    print(f"serving {args.bundle} on http://{args.host}:{args.port} (OpenAI API at /v1, a chat page at /; "
+          "Ctrl-C or SIGTERM stops it after the requests in flight)", file=sys.stderr, flush=True)
+    serve(args.bundle, args.adapter, args.host, args.port, args.api_key, args.max_queue, args.threads, args.parallel)
 
 
 def cmd_first(args) -> None:
@@ -179,6 +190,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=3, help="timed rounds (default 3)")
     p.add_argument("--cold-rounds", type=int, default=3, help="fresh processes timed to their first result (default 3)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p = command("serve", cmd_serve, "serve the bundle over HTTP as OpenAI does (chat completions, streamed or not; "
+                "/v1/classify for classifiers), with /health, /metrics and a chat page at /")
+    p.add_argument("--adapter", action="append", default=[], help="an adapter bundle made for this base; each becomes "
+                   "a model a request can name (repeatable)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other needs --api-key)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--api-key", default=None, help="clients must send Authorization: Bearer KEY")
+    p.add_argument("--max-queue", type=int, default=64, help="requests waiting beyond the batch; more are answered "
+                   "503 with Retry-After (default 64)")
+    p.add_argument("--parallel", type=int, default=8, help="conversations decoded together in one model call (default 8)")
     first = sub.add_parser("_first")  # internal: one cold-start process of `bench`
     first.add_argument("bundle", type=Path)
     first.add_argument("threads", type=int)

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from edgeft.runtime.adapters import Adapters, is_lora_input
-from edgeft.runtime.bundle import expect_task, read_manifest
 from edgeft.runtime.errors import EdgeftError
 from edgeft.runtime.files import GENERATION_FILE, ONNX_FILE, PREFILL_AVX512_FILE, PREFILL_FILE
 from edgeft.runtime.greedy import GreedyDecoding
 from edgeft.runtime.kvcache import TENSOR_TYPES, SharedKV, declares_shared_buffer
 from edgeft.runtime.machine import cpu_flags
+from edgeft.runtime.manifest import expect_task, read_manifest
 from edgeft.runtime.onnx import load_tokenizer, read_json, session
 from edgeft.runtime.selfcheck import verify_tokenizer
 
@@ -67,11 +67,10 @@ class Generator(GreedyDecoding):
         self.dtype = TENSOR_TYPES[names[self.past_names[0]].type]
         # LoRA inputs have rank-0 defaults, so onnxruntime lists them as overridable initializers
         lora = [i.name for i in self.session.get_overridable_initializers() if is_lora_input(i.name)]
-        self.adapters = Adapters(folder) if lora else None
-        # in place where the builder says the attention can (RunOptions' adapters do not reach
-        # run_with_iobinding, so an unmerged base keeps the copying path)
-        self.kv = SharedKV(self.past_names, self.kv_heads, self.head_dim, self.dtype) \
-            if shared_kv and not lora and declares_shared_buffer(folder) else None
+        self.adapters = Adapters(folder, lora) if lora else None
+        # in place where the builder says the attention can
+        self.shares_cache = declares_shared_buffer(folder)
+        self.kv = self.make_cache() if shared_kv and self.shares_cache else None
         # a prefill graph keeping another cache type (an int8 cache's fp32 prompt attention, kvquant.py)
         # returns the prompt's cache, which then goes into the shared one
         prefill_past = next(i for i in self.prefill_session.get_inputs() if i.name == self.past_names[0])
@@ -85,11 +84,30 @@ class Generator(GreedyDecoding):
                               "quantize.variants[].lora: unmerged")
         return self.adapters.add(bundle)
 
-    # --- the model, one call at a time -------------------------------------------------------
-    def _run(self, sess, ids: list[int], past: dict | None, length: int, adapter: str | None):
-        if self.kv is not None:
-            return self.kv.run(sess, ids, length), (None, length + len(ids), adapter)
-        return self._run_feed(sess, ids, past, length, adapter)
+    def lora_inputs(self, adapter: str | None) -> dict:
+        """The graph inputs of an adapter (resolved) on an unmerged base; none for a merged model."""
+        return self.adapters.inputs(adapter) if self.adapters and adapter else {}
+
+    def make_cache(self, slots: int = 1) -> SharedKV:
+        """A KV cache in place for `slots` conversations (the server decodes them in one call)."""
+        if not self.shares_cache:
+            raise EdgeftError("this model's attention cannot share its past and present (only onnxruntime-genai's "
+                              "builder writes such graphs): build it with source: genai")
+        return SharedKV(self.past_names, self.kv_heads, self.head_dim, self.dtype, slots)
+
+    # --- the model: a prompt into a cache row, decode steps over rows ---------------------------
+    def prefill_row(self, kv: SharedKV, row: int, ids: list[int], adapter: str | None) -> np.ndarray:
+        """A prompt into row `row` of a cache in place; the logits of the token after it."""
+        if self.prefill_dtype != self.dtype:  # the prompt graph returns its cache, of another type
+            empty = {n: np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=self.prefill_dtype) for n in self.past_names}
+            logits, (present, _, _) = self._run_feed(self.prefill_session, list(ids), empty, 0, adapter)
+            kv.fill(present, row)
+            return logits
+        return kv.run(self.prefill_session, [list(ids)], [0], row, self.lora_inputs(adapter), adapter)[0]
+
+    def decode_rows(self, kv: SharedKV, tokens: list[int], lengths: list[int], adapter: str | None) -> np.ndarray:
+        """One decode step of the conversations in rows 0..len(tokens): their next logits, one row each."""
+        return kv.run(self.session, [[t] for t in tokens], lengths, 0, self.lora_inputs(adapter), adapter)
 
     def _run_feed(self, sess, ids: list[int], past: dict, length: int, adapter: str | None):
         """The past as inputs, the present as new outputs."""
@@ -97,8 +115,8 @@ class Generator(GreedyDecoding):
                 "attention_mask": np.ones((1, length + len(ids)), dtype=np.int64), **past}
         if self.has_position_ids:
             feed["position_ids"] = np.arange(length, length + len(ids), dtype=np.int64)[None]
-        options = self.adapters.run_options(adapter) if self.adapters else None
-        outputs = dict(zip(self.output_names, sess.run(self.output_names, feed, options)))
+        feed.update(self.lora_inputs(adapter))
+        outputs = dict(zip(self.output_names, sess.run(self.output_names, feed)))
         present = {n.replace("present", "past_key_values"): v for n, v in outputs.items() if n.startswith("present")}
         return outputs["logits"][0, -1], (present, length + len(ids), adapter)
 
@@ -106,15 +124,13 @@ class Generator(GreedyDecoding):
         """Logits for the token after `ids`, and the KV-cache state (which carries the adapter:
         None is the model's own, "none" the bare base of an unmerged model)."""
         adapter = self.adapters.resolve(adapter) if self.adapters else None
-        if self.kv is not None and not self.prefill_returns_cache:
-            return self._run(self.prefill_session, list(ids), None, 0, adapter)
+        if self.kv is not None:
+            return self.prefill_row(self.kv, 0, ids, adapter), (None, len(ids), adapter)
         empty = {n: np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=self.prefill_dtype) for n in self.past_names}
-        logits, (present, length, _) = self._run_feed(self.prefill_session, list(ids), empty, 0, adapter)
-        if self.prefill_returns_cache:
-            self.kv.fill(present)
-            return logits, (None, length, adapter)
-        return logits, (present, length, adapter)
+        return self._run_feed(self.prefill_session, list(ids), empty, 0, adapter)
 
     def step(self, token: int, state):
         past, length, adapter = state
-        return self._run(self.session, [token], past, length, adapter)
+        if self.kv is not None:
+            return self.decode_rows(self.kv, [token], [length], adapter)[0], (None, length + 1, adapter)
+        return self._run_feed(self.session, [token], past, length, adapter)
