@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from edgeft import EdgeftError, __version__, cli_device, cli_select
+from edgeft import EdgeftError, __version__, cli_device, cli_recipes, cli_select, cli_setup
 
 RECIPE_HELP = "recipe YAML file or the name of a built-in recipe (default: sms-spam-minilm)"
 
@@ -114,17 +114,15 @@ def run(recipe_ref, out, overrides, force, track):
     data -> [import] -> tune -> merge -> export -> quantize -> bench, into one run folder.
     Stages whose output matches their inputs are skipped; an interrupted tune resumes.
     """
-    from edgeft.benchkit.report import table
-    from edgeft.runtime.files import REPORT_JSON, REPORT_PLOT, RUN_LOG
+    from edgeft.runtime.files import REPORT_PLOT, RunLayout
 
     recipe = load(recipe_ref, overrides)
-    run_dir = out or Path("runs") / recipe.name
-    with quiet(run_dir):
+    run = RunLayout(out or Path("runs") / recipe.name)
+    with quiet(run.root):
         from edgeft.pipeline import run_pipeline
-        report = run_pipeline(recipe, run_dir, force=force, track=track)
-    click.echo(table(report))
-    click.echo(f"\nreports: {run_dir / 'bench' / REPORT_JSON} (and .csv, .md, .html, {REPORT_PLOT}); "
-               f"bundle: {run_dir / 'package'}; log: {run_dir / RUN_LOG}")
+        report = run_pipeline(recipe, run.root, force=force, track=track)
+    click.echo(render(report, run.bench, "table"))
+    click.echo(f"\nreports: {run.report} (and .csv, .md, .html, {REPORT_PLOT}); bundle: {run.package}; log: {run.log}")
 
 
 @cli.command()
@@ -136,7 +134,7 @@ def data(recipe_ref, overrides, out):
     with stage_command(out):
         from edgeft.stages.data import prepare_data
         manifest = prepare_data(recipe, out)
-    m = manifest["metrics"]
+    m = manifest.metrics
     click.echo(f"{out}: train {m['train_examples']}, validation {m['validation_examples']}, test {m['test_examples']} "
                f"({m['duplicates_removed']} duplicates removed)")
 
@@ -158,7 +156,7 @@ def tune(data_dir, recipe_ref, overrides, out, base_dir, resume):
         from edgeft.stages.tune import tune as run_tune
         manifest = run_tune(recipe, data_dir, out, base_dir=base_dir, resume=resume)
     if manifest:
-        best = manifest["metrics"]["best_validation"]
+        best = manifest.metrics["best_validation"]
         click.echo(f"{out}: best validation " + ", ".join(f"{k} {v:.4f}" for k, v in best.items()
                                                           if isinstance(v, float)))
 
@@ -173,7 +171,7 @@ def merge(tune_dir, recipe_ref, overrides, out):
     with stage_command(out):
         from edgeft.stages.merge import merge as run_merge
         manifest = run_merge(recipe, tune_dir, out)
-    for name, check in manifest["metrics"].items():
+    for name, check in manifest.metrics.items():
         if "agreement" in check:
             click.echo(f"{name}: agreement {check['agreement']:.2%}, max |logit diff| {check['max_abs_logit_diff']:.3g}")
 
@@ -191,8 +189,8 @@ def export(merge_dir, recipe_ref, overrides, out, backend):
     with stage_command(out):
         from edgeft.stages.export import export as run_export
         manifest = run_export(recipe, merge_dir, out, backend=backend)
-    parity = manifest["metrics"]["parity"]
-    click.echo(f"{out}: parity max |{manifest['format'].upper()} - PyTorch| {parity['max_abs_logit_diff']:.2e}")
+    parity = manifest.metrics["parity"]
+    click.echo(f"{out}: parity max |{manifest.format.upper()} - PyTorch| {parity['max_abs_logit_diff']:.2e}")
 
 
 @cli.command()
@@ -207,8 +205,8 @@ def quantize(export_dir, recipe_ref, overrides, out, variants):
         from edgeft.stages.quantize import quantize as run_quantize
         manifests = run_quantize(recipe, export_dir, out, only=list(variants) or None)
     for manifest in manifests:
-        drift = manifest["metrics"]["vs_fp32"]
-        click.echo(f"{out / manifest['variant']}: agrees with fp32 on {drift['agreement']:.1%} of "
+        drift = manifest.metrics["vs_fp32"]
+        click.echo(f"{out / manifest.variant}: agrees with fp32 on {drift['agreement']:.1%} of "
                    f"{drift['compared']} validation inputs")
 
 
@@ -243,9 +241,10 @@ def bench(folders, recipe_ref, overrides, out, fmt, on, **device):
         return bench_device(folders, on, out, fmt, device)
     recipe = load(recipe_ref, overrides)
     with stage_command(out):
+        from edgeft.benchkit.report import read_report
         from edgeft.stages.bench import bench as run_bench
-        report = run_bench(recipe, list(folders), out)
-    click.echo(render(report, out, fmt))
+        run_bench(recipe, list(folders), out)
+    click.echo(render(read_report(out), out, fmt))
 
 
 def bench_device(folders, on: str, out: Path, fmt: str, options: dict) -> None:
@@ -264,7 +263,8 @@ def render(report: dict, folder: Path, fmt: str) -> str:
     from edgeft.benchkit.report import table
 
     if fmt == "table":
-        return table(report)
+        from edgeft.stages.bench import report_view
+        return table(report_view(report)[0])
     from edgeft.runtime.files import REPORT_CSV, REPORT_JSON, REPORT_MD
 
     return (Path(folder) / {"json": REPORT_JSON, "csv": REPORT_CSV, "md": REPORT_MD}[fmt]).read_text()
@@ -277,12 +277,44 @@ def report(bench_dir, fmt):
     """Print the report of a finished bench (BENCH_DIR) as a table, JSON, CSV or Markdown."""
     import json
 
-    from edgeft.runtime.bundle import read_manifest
+    from edgeft.runtime.manifest import read_manifest
 
     read_manifest(bench_dir, stage="bench", what="bench folder")
     from edgeft.runtime.files import REPORT_JSON
 
     click.echo(render(json.loads((Path(bench_dir) / REPORT_JSON).read_text()), bench_dir, fmt))
+
+
+@cli.command()
+@click.argument("base", type=click.Path(path_type=Path))
+@click.option("--data", "data_file", required=True, type=click.Path(path_type=Path),
+              help="the user's (or skill's) examples: a .csv or .jsonl file, as data.source takes it")
+@recipe_options
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path),
+              help="folder to write: data/, tune/ and adapter/, the adapter bundle")
+@click.option("--name", default=None, help="the adapter's name: the model a request names (default: OUT's name)")
+def adapt(base, data_file, recipe_ref, overrides, out, name):
+    """Train an adapter for BASE, a run's unmerged int4 variant (or its run folder), on new data.
+
+    Nothing is exported or quantized again: the adapter trains against the base as that variant
+    rounds it and becomes an adapter bundle bound to the base's sha256, with its exact match on the
+    held-out split beside the bare base's. The recipe is the base run's unless -r names another;
+    `--set` overrides its fields (data.system_prompt, tune.lora.r, ...). Serve it with
+    `edgeft-runtime serve BASE_BUNDLE --adapter OUT/adapter`.
+    """
+    from edgeft.runtime.files import RunLayout
+    from edgeft.stages.adapt import unmerged_variant
+
+    recipe = load(recipe_ref or RunLayout.of(unmerged_variant(base)).recipe,
+                  (*overrides, f"data.source={data_file}", f"name={name or Path(out).resolve().name}"))
+    with quiet(out):
+        from edgeft.stages.adapt import adapt as run_adapt
+        manifest = run_adapt(recipe, base, out)
+    m = manifest.metrics
+    click.echo(f"{Path(out) / 'adapter'}: adapter '{manifest.adapter_name}' for {manifest.base_variant}, "
+               f"{m['adapter_bytes'] / 2**20:.1f} MiB; exact match {m['exact_match']:.3f} against the bare base's "
+               f"{m['base_exact_match']:.3f} (fp32 adapter: {m['fp32_exact_match']:.3f}) on {m['examples']} held-out "
+               f"examples; {sum(m['seconds'].values()):.0f} s")
 
 
 @cli.command(name="import")
@@ -297,7 +329,7 @@ def import_cmd(gguf, out):
     with stage_command(out):
         from edgeft.stages.importer import import_gguf
         manifest = import_gguf(path, out)
-    click.echo(f"{out}: {manifest['architecture']}, {manifest['metrics']['parameters'] / 1e6:.1f}M parameters")
+    click.echo(f"{out}: {manifest.architecture}, {manifest.metrics['parameters'] / 1e6:.1f}M parameters")
 
 
 @cli.command(name="package")
@@ -311,9 +343,9 @@ def import_cmd(gguf, out):
               help="put the edgeft-runtime wheel in the bundle, so that a device installs it offline with "
                    "`pip install BUNDLE/*.whl` (default: the recipe's package.with_runtime, true)")
 @click.option("--adapter-only", is_flag=True,
-              help="from a variant built with lora: unmerged, write only its adapter (its LoRA matrices: 18.8 MiB for "
-                   "the assistant recipes, against 96 MiB for the base), bound by hash to "
-                   "that base: load it with `edgeft chat BASE_BUNDLE --adapter OUT`")
+              help="from a variant built with lora: unmerged, write only its adapter (its LoRA matrices at fp16, a "
+                   "few MiB against the base's tens), bound by hash to that base: load it with "
+                   "`edgeft chat BASE_BUNDLE --adapter OUT` or `edgeft-runtime serve BASE_BUNDLE --adapter OUT`")
 def package_cmd(variant_dir, recipe_ref, overrides, out, bench_dir, zip_bundle, with_runtime, adapter_only):
     """Make a self-contained bundle for a device from an exported or quantized VARIANT_DIR."""
     if with_runtime is not None:
@@ -323,62 +355,17 @@ def package_cmd(variant_dir, recipe_ref, overrides, out, bench_dir, zip_bundle, 
         from edgeft.stages.package import package, package_adapter
         if adapter_only:
             manifest = package_adapter(recipe, variant_dir, out, bench_dir=bench_dir)
-            manifest["variant"] = f"adapter '{manifest['adapter_name']}' for {manifest['base_variant']}"
+            what = f"adapter '{manifest.adapter_name}' for {manifest.base_variant}"
         else:
             manifest = package(recipe, variant_dir, out, bench_dir=bench_dir, zip_bundle=zip_bundle)
-    size = sum(f["bytes"] for f in manifest["files"].values())
-    click.echo(f"{out}: {manifest['variant']} ({manifest['task']}), {len(manifest['files'])} files, {size / 2**20:.1f} MiB"
+            what = manifest.variant
+    size = sum(f["bytes"] for f in manifest.files.values())
+    click.echo(f"{out}: {what} ({manifest.task}), {len(manifest.files)} files, {size / 2**20:.1f} MiB"
                + (f", {out}.zip" if zip_bundle else ""))
 
 
-@cli.command()
-def recipes():
-    """List the built-in recipes (copy one out for editing with `edgeft init NAME`)."""
-    from edgeft.core.recipe import builtin_recipes, load_recipe, recipe_summary
-
-    for name, path in builtin_recipes().items():
-        click.echo(f"{name:24} {load_recipe(path).task:15} {recipe_summary(path)}")
-
-
-@cli.command()
-@click.argument("name")
-@click.option("-o", "--output", "out", type=click.Path(path_type=Path), default=None,
-              help="file to write (default: ./NAME.yaml)")
-@click.option("--force", is_flag=True, help="overwrite an existing file")
-def init(name, out, force):
-    """Copy the built-in recipe NAME into a file to edit, then run it with `edgeft run FILE`."""
-    from edgeft.core.recipe import builtin_recipes
-
-    recipes_by_name = builtin_recipes()
-    if name not in recipes_by_name:
-        raise EdgeftError(f"no built-in recipe named '{name}' (built-in: {', '.join(recipes_by_name)})")
-    out = Path(out or f"{name}.yaml")
-    if out.exists() and not force:
-        raise EdgeftError(f"{out} exists: pass --force to overwrite it")
-    out.write_text(recipes_by_name[name].read_text())
-    click.echo(f"{out}: a copy of the built-in recipe {name}; run it with: edgeft run {out}")
-
-
-@cli.command("llamacpp-setup")
-@click.option("--print-cmake-args", is_flag=True, help="only print the CMAKE_ARGS this CPU gets, build nothing")
-def llamacpp_setup(print_cmake_args):
-    """Install the gguf backend's extra: llama-cpp-python built for this CPU, and llama.cpp's converter.
-
-    Builds llama-cpp-python from its sdist with CMAKE_ARGS taken from /proc/cpuinfo (the CPU's
-    AVX/AVX-512/VNNI sets; AMX off, since AMX tiles crash in many VMs), about 4 minutes on 2 cores;
-    keeps the wheel under ~/.cache/edgeft for the next time, and unpacks convert_hf_to_gguf.py from
-    the same sources. $EDGEFT_LLAMA_CPP points the gguf backend at another llama.cpp tree instead.
-    """
-    from edgeft.generation.llamacpp_build import cmake_args, cpu_flags, setup
-
-    if print_cmake_args:
-        click.echo(" ".join(cmake_args(cpu_flags())))
-        return
-    done = setup(lambda line: click.echo(line, err=True))
-    click.echo(f"llama-cpp-python: {done['wheel']}\nconverter: {done['converter']}")
-
-
-for command in (cli_device.generate, cli_device.chat, cli_device.predict, cli_device.verify, cli_select.select):
+for command in (cli_device.generate, cli_device.chat, cli_device.predict, cli_device.verify, cli_select.select,
+                cli_recipes.recipes, cli_recipes.init, cli_recipes.variants, cli_setup.llamacpp_setup):
     cli.add_command(command)
 
 

@@ -143,3 +143,50 @@ def gen_run(tiny_llama, tmp_path_factory):
     base = copy_tree(tiny_llama, run_dir / "base")
     recipe = recipe_from_dict(generation_recipe(base))
     return run_dir, recipe, run_pipeline(recipe, run_dir, progress=False)
+
+
+# --- two skills (LoRA adapters) on one tiny base: tests/test_adapters.py, the adapters bench ----------
+SKILLS = {
+    "routing": {},  # TREC questions -> answer type (the conftest recipe)
+    "spam": {"data": {"source": "sms-spam-sample", "test_size": 24, "validation_fraction": 0.05, "max_length": 64,
+                      "system_prompt": "Is this message spam? Reply with one word: spam or ham.",
+                      "label_words": {"spam": "spam", "ham": "ham"}}},
+}
+UNMERGED = {"name": "int4u", "source": "genai", "method": "int4", "lora": "unmerged", "accuracy_level": 4}
+
+
+def skill_recipe(base, name, **variant):
+    return recipe_from_dict(skill_dict(base, name, **variant))
+
+
+def skill_dict(base, name, **variant):
+    recipe = generation_recipe(base, **SKILLS[name], tune={"method": "lora", "max_steps": 6, "learning_rate": 1e-2},
+                               export={"backends": ["genai"], "parity_samples": 2, "parity_new_tokens": 4},
+                               quantize={"variants": [{**UNMERGED, **variant}]})
+    recipe["name"] = name
+    return recipe
+
+
+@pytest.fixture(scope="session")
+def skills(tiny_llama, tmp_path_factory):
+    """Both skills tuned on one base, merged, exported (fp32) and built unmerged at int4 (quantize/int4u)."""
+    from edgeft.core.recipe import dump_recipe
+    from edgeft.stages.data import prepare_data
+    from edgeft.stages.export import export
+    from edgeft.stages.merge import merge
+    from edgeft.stages.quantize import quantize_variant
+    from edgeft.stages.tune import tune
+
+    root = tmp_path_factory.mktemp("skills")
+    base = copy_tree(tiny_llama, root / "base")
+    made = {}
+    for name in SKILLS:
+        recipe, run = skill_recipe(base, name), root / name
+        prepare_data(recipe, run / "data")
+        tune(recipe, run / "data", run / "tune", progress=False)
+        merge(recipe, run / "tune", run / "merge")
+        export(recipe, run / "merge", run / "export-genai", backend="genai")
+        quantize_variant(recipe, run / "export-genai", recipe.quantize.variants[0], run / "quantize/int4u")
+        (run / "recipe.yaml").write_text(dump_recipe(recipe))  # laid out as `edgeft run` lays out a run folder
+        made[name] = (recipe, run)
+    return base, made

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from edgeft import EdgeftError
+from edgeft.runtime.adapters import FUSED, members
 from edgeft.runtime.files import ADAPTER_SUFFIX, ADAPTERS_DIR, ONNX_FILE
 
 PROJECTIONS = ("attn/q_proj", "attn/k_proj", "attn/v_proj", "attn/o_proj", "mlp/gate_proj", "mlp/up_proj",
@@ -111,3 +112,134 @@ def write_adapter(values: dict, path: Path) -> None:
     fmt.set_model_version(1)
     fmt.set_parameters(values)
     fmt.export_adapter(str(path))
+
+
+def lora_inputs(model_path: Path) -> dict[str, list]:
+    """The per-projection LoRA inputs of a base graph and their shapes (the free rank as 'lora_rank';
+    a fused input's members share its A shape, and their B widths are theirs, unknown here: None)."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    out = {}
+    for i in model.graph.input:
+        if ".lora_A." in i.name or ".lora_B." in i.name:
+            shape = [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+            parts = members(i.name)
+            for m in parts:
+                out[m] = shape if len(parts) == 1 or ".lora_A." in m else [shape[0], None]
+    return out
+
+
+def peft_key(graph_name: str) -> str:
+    """The peft state key of a graph's LoRA input: `model.layers.3.attn.q_proj.lora_A.MatMul.weight` is
+    `...model.layers.3.self_attn.q_proj.lora_A.weight` (the builder names attention `attn`)."""
+    return graph_name.replace(".attn.", ".self_attn.").replace(".MatMul.weight", ".weight")
+
+
+def adapter_from_peft(tune_dir: Path, base_graph: Path, path: Path, dtype: str = "float16") -> dict:
+    """A trained peft adapter as an onnxruntime adapter file for a base built unmerged, in the graph's
+    own names and layout, as onnxruntime-genai's builder writes them: A transposed, B transposed and
+    scaled by alpha / r (the graph has no scale node). Modules the adapter does not train stay at the
+    graph's rank-0 defaults. fp16 halves the file; the runtime widens it to the graph's fp32 at load."""
+    import numpy as np
+    import onnxruntime as ort
+    from safetensors.numpy import load_file
+
+    config = json.loads((Path(tune_dir) / "adapter_config.json").read_text())
+    state = {k.split("base_model.model.", 1)[-1]: v for k, v in load_file(Path(tune_dir) / "adapter_model.safetensors").items()}
+    scale = config["lora_alpha"] / config["r"]
+    values = {}
+    for name, shape in lora_inputs(base_graph).items():
+        weight = state.get(peft_key(name))
+        if weight is None:
+            continue
+        array = weight.T * scale if ".lora_B." in name else weight.T
+        fixed = [d for d in shape if isinstance(d, int) and d > 0]
+        if fixed and fixed[0] not in array.shape:
+            raise EdgeftError(f"{tune_dir}: {name} has shape {list(array.shape)}; the base graph wants {shape}: "
+                              "the adapter was trained on another model")
+        values[name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array, dtype=dtype))
+    if not values:
+        raise EdgeftError(f"{tune_dir}: none of its LoRA weights matches an input of {base_graph}")
+    write_adapter(values, Path(path))
+    return {"lora_r": config["r"], "lora_alpha": config["lora_alpha"], "modules": len(values) // 2,
+            "parameters": int(sum(v.numpy().size for v in values.values())), "dtype": dtype}
+
+
+def _lora_branch(add, producers: dict, inputs: set) -> tuple | None:
+    """(lora_A MatMul, lora_B MatMul, the base output) of a `lora/Add` node, if it is one."""
+    b = next((producers.get(i) for i in add.input if i in producers and producers[i].name.endswith("/lora_B/MatMul")), None)
+    a = producers.get(b.input[0]) if b is not None else None
+    if a is None or not a.name.endswith("/lora_A/MatMul") or a.input[1] not in inputs or b.input[1] not in inputs:
+        return None
+    return a, b, next(i for i in add.input if i != b.output[0])
+
+
+def fuse_lora(model) -> int:
+    """The LoRA paths of projections packed into one MatMulNBits (q, k, v; gate, up) become one path:
+    one MatMul by the members' A matrices side by side, one by their B matrices block-diagonal, one Add
+    before the packed output's Split. A decode step then runs 8 small MatMuls a layer instead of 14.
+    The fused inputs name their members; the runtime builds their values from the adapter file's
+    per-projection matrices (runtime/adapters.py). Edits `model` in place; returns the groups fused."""
+    from onnx import TensorProto, helper
+
+    nodes = list(model.graph.node)
+    producers = {o: n for n in nodes for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in nodes:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    graph_inputs = {i.name: i for i in model.graph.input}
+    inits = {i.name: i for i in model.graph.initializer}
+    fused = 0
+    for split in [n for n in nodes if n.op_type == "Split" and n.name.endswith("/packed/Split")]:
+        adds = [consumers.get(o, []) for o in split.output]
+        if not all(len(c) == 1 and c[0].name.endswith("/lora/Add") for c in adds):
+            continue
+        branches = [_lora_branch(c[0], producers, set(graph_inputs)) for c in adds]
+        if None in branches or len({a.input[0] for a, _, _ in branches}) != 1:
+            continue
+        _fuse_group(model, split, [c[0] for c in adds], branches, graph_inputs, inits, helper, TensorProto)
+        fused += 1
+    return fused
+
+
+def _fuse_group(model, split, adds, branches, graph_inputs, inits, helper, TensorProto) -> None:
+    members = [a.input[1] for a, _, _ in branches]  # model.layers.0.attn.q_proj.lora_A.MatMul.weight, ...
+    prefix = members[0].rsplit(".", 4)[0]  # model.layers.0.attn
+    names = FUSED.join(m.rsplit(".", 4)[1] for m in members)  # q_proj+k_proj+v_proj
+    fused_a, fused_b = f"{prefix}.{names}.lora_A.MatMul.weight", f"{prefix}.{names}.lora_B.MatMul.weight"
+    rows = graph_inputs[members[0]].type.tensor_type.shape.dim[0].dim_value
+    cols = sum(graph_inputs[b.input[1]].type.tensor_type.shape.dim[1].dim_value for _, b, _ in branches)
+    base = split.name.removesuffix("/Split")
+    x, packed = branches[0][0].input[0], split.input[0]
+    new = [helper.make_node("MatMul", [x, fused_a], [base + "/lora_A/output"], name=base + "/lora_A/MatMul"),
+           helper.make_node("MatMul", [base + "/lora_A/output", fused_b], [base + "/lora_B/output"],
+                            name=base + "/lora_B/MatMul"),
+           helper.make_node("Add", [packed, base + "/lora_B/output"], [base + "/lora/output"], name=base + "/lora/Add")]
+    split.input[0] = base + "/lora/output"
+    split.output[:] = [add.output[0] for add in adds]  # the Split now gives what the per-projection Adds gave
+    for (a, b, _), add in zip(branches, adds):
+        for node in (a, b, add):
+            model.graph.node.remove(node)
+        for name in (a.input[1], b.input[1]):
+            model.graph.input.remove(graph_inputs[name])
+            model.graph.initializer.remove(inits[name])
+    at = list(model.graph.node).index(split)
+    for node in reversed(new):
+        model.graph.node.insert(at, node)
+    for name, shape in ((fused_a, [rows, RANK]), (fused_b, [RANK, cols])):
+        model.graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
+        empty = [rows, 0] if shape[0] == rows else [0, cols]
+        model.graph.initializer.append(helper.make_tensor(name, TensorProto.FLOAT, empty, []))
+
+
+def copy_adapter(src: Path, dst: Path, dtype: str = "float16") -> None:
+    """An adapter file at another precision (an adapter bundle ships fp16: half the bytes; the runtime
+    widens it to the graph's fp32 at load)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    values = ort.AdapterFormat.read_adapter(str(src)).get_parameters()
+    write_adapter({n: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v.numpy(), dtype=dtype))
+                   for n, v in values.items()}, Path(dst))
