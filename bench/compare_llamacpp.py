@@ -40,14 +40,14 @@ from edgeft.benchkit.paired import paired_drop
 from edgeft.core.artifacts import model_bytes, read_manifest
 from edgeft.core.metrics import exact_match, normalize_answer
 from edgeft.core.splits import load_split
-from edgeft.generation.chat import encode_chat
+from edgeft.generation.chat import encode_chat, speed_prompt
 from edgeft.generation.gguf import LLAMA_CPP_PYTHON, convert, quantize_file
 from edgeft.generation.llamacpp_build import cmake_args, cpu_flags
 from edgeft.generation.models import load_tokenizer
 from edgeft.generation.runners import OrtGenerator
 from edgeft.runtime.files import GENERATION_FILE, GGUF_FILE, HF_CONFIG_FILE, MANIFEST, ONNX_FILE, TOKENIZER_FILE, RunLayout
 from edgeft.runtime.generator import choose_prompt_graph
-from edgeft.runtime.report import Decode, example_text
+from edgeft.runtime.report import Decode
 from edgeft.runtime.stats import spread
 
 MAX_LENGTH = 96  # the assistant recipe's data.max_length: the prompts the bench gives
@@ -104,11 +104,8 @@ def questions(run: RunLayout, cfg: Settings):
     everything = load_split(run.data, "test")
     test = everything[:cfg.questions]
     encoded = [encode_chat(tokenizer, r["messages"], MAX_LENGTH) for r in test]
-    text = " ".join(example_text(r) for r in everything)  # real text, as edgeft bench's prompt
-    speed_prompt = tokenizer(text, add_special_tokens=False)["input_ids"][:cfg.prompt_tokens]
-    if len(speed_prompt) < cfg.prompt_tokens:
-        raise SystemExit(f"--prompt-tokens {cfg.prompt_tokens}: the test texts hold only {len(speed_prompt)} tokens")
-    return tokenizer, test, [f[:n] for f, n in encoded], [f[n:] for f, n in encoded], speed_prompt
+    prompt = speed_prompt(tokenizer, everything, cfg.prompt_tokens, "--prompt-tokens")  # real text, as edgeft bench's
+    return tokenizer, test, [f[:n] for f, n in encoded], [f[n:] for f, n in encoded], prompt
 
 
 def quality(models: dict[str, Path], asked: tuple, cfg: Settings) -> dict:

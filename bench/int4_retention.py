@@ -37,12 +37,12 @@ from edgeft.benchkit.paired import paired_drop
 from edgeft.core.artifacts import model_bytes
 from edgeft.core.metrics import exact_match, normalize_answer
 from edgeft.core.splits import load_split
-from edgeft.generation.chat import encode_chat
+from edgeft.generation.chat import encode_chat, speed_prompt
 from edgeft.generation.graph import fold_tied_head, lm_head_node
 from edgeft.generation.models import load_tokenizer
 from edgeft.generation.runners import OrtGenerator
 from edgeft.quantizers.common import copy_sidecar_files
-from edgeft.runtime.report import Decode, example_text
+from edgeft.runtime.report import Decode
 
 MAX_ANSWER = 6
 BLOCK = 32
@@ -268,8 +268,7 @@ def evaluate(models: dict[str, Path], run: Path, args) -> dict:
     test = load_split(run / "data", "test")[:args.questions]
     encoded = [encode_chat(tokenizer, r["messages"], 96) for r in test]  # the assistant recipe's max_length
     prompts, answers = [f[:n] for f, n in encoded], [f[n:] for f, n in encoded]
-    text = " ".join(example_text(r) for r in load_split(run / "data", "test"))
-    speed_prompt = tokenizer(text, add_special_tokens=False)["input_ids"][:args.prompt_tokens]
+    prompt = speed_prompt(tokenizer, load_split(run / "data", "test"), args.prompt_tokens, "--prompt-tokens")
     results = {}
     for name, folder in models.items():
         start = time.perf_counter()
@@ -281,10 +280,10 @@ def evaluate(models: dict[str, Path], run: Path, args) -> dict:
         print(f"{name}: exact match {results[name]['exact_match']:.3f}", flush=True)
     runners = {name: OrtGenerator(folder, args.threads) for name, folder in models.items()}
     for runner in runners.values():
-        runner.speed(speed_prompt, 2)
+        runner.speed(prompt, 2)
     for _ in range(args.rounds):
         for name, runner in runners.items():
-            results[name]["runs"].append(runner.speed(speed_prompt, args.new_tokens))
+            results[name]["runs"].append(runner.speed(prompt, args.new_tokens))
     return results
 
 

@@ -319,6 +319,25 @@ def serve_load(arg: str | None) -> str:
 
 
 @renderer
+def adapt_loop(arg: str | None) -> str:
+    """A new skill by `edgeft adapt` on a shipped base, against the full recipe run that built the base."""
+    data = load(arg or "adapt_loop")
+    a, (merged, unmerged) = data["adapt"], data["speed"].items()
+    full = data["base_run_total_seconds"]
+    rows = [["time", f"{a['wall_seconds'] / 60:.1f} min", f"{full / 60:.1f} min: the full recipe run" if full else "-"],
+            ["adapter file", f"{a['adapter_bytes'] / 2**20:.2f} MiB ({a['lora']['dtype']}, r={a['lora']['lora_r']})",
+             "the base bundle stays as it is"],
+            ["exact match", f"{a['exact_match']:.3f}", f"the same adapter at fp32: {a['fp32_exact_match']:.3f}; "
+             f"change {pts(a['vs_fp32'])} pts"],
+            ["", "", f"the bare base: {a['base_exact_match']:.3f}; change {pts(a['vs_base'])} pts"],
+            [f"decode tok/s, {data['threads']} threads", f"{spread(unmerged[1]['decode_tokens_per_s'])} ({unmerged[0]})",
+             f"{spread(merged[1]['decode_tokens_per_s'])} ({merged[0]}): {data['unmerged_over_merged']:.2f}x"]]
+    note = (f"\nExact match on {a['examples']} held-out examples, paired (95% intervals); decode at batch 1 after a "
+            f"{merged[1]['prompt_tokens']}-token prompt, {data['rounds']} interleaved rounds, medians (min-max).\n")
+    return table(["", "edgeft adapt", "against"], rows) + note + source(data, arg or "adapt_loop")
+
+
+@renderer
 def tune_throughput(arg: str | None) -> str:
     data = load(arg or "tune_throughput_cpu")
     rows = []

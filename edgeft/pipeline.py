@@ -31,16 +31,19 @@ from edgeft.stages.tune import tune
 
 
 class Stages:
-    """Runs stages one after another, saying what each did and timing it."""
+    """Runs stages one after another, saying what each did and timing it. `seconds` is how long each
+    stage took to build its output: for a stage skipped as up to date, what an earlier run recorded."""
 
-    def __init__(self, tracker=None):
-        self.seconds: dict[str, float] = {}
+    def __init__(self, tracker=None, earlier: dict | None = None):
+        self.seconds: dict[str, float | None] = {}
         self.skipped: list[str] = []
         self.tracker = tracker or NoTracking()
+        self.earlier = earlier or {}
+        self.current: str | None = None
 
     def __call__(self, name: str, fn, *args, **kwargs):
         say(f"== {name}")
-        start = time.perf_counter()
+        self.current, start = name, time.perf_counter()
         result = fn(*args, **kwargs)
         seconds = time.perf_counter() - start
         self.seconds[name] = round(seconds, 1)
@@ -48,6 +51,7 @@ class Stages:
         skipped = bool(results) and all(r.reused for r in results)
         if skipped:
             self.skipped.append(name)
+            self.seconds[name] = self.earlier.get(name)
             say(f"   {name}: up to date, skipped")
         else:
             say(f"   {name}: done in {seconds:.1f} s")
@@ -60,16 +64,25 @@ def run_pipeline(recipe: Recipe, run_dir: Path, *, force: bool = False, progress
     run = RunLayout(run_dir)
     with run_lock(run.root):
         run.recipe.write_text(dump_recipe(recipe))
-        stage = Stages(tracker(recipe, run.root, track))
+        stage = Stages(tracker(recipe, run.root, track), earlier_seconds(run))
+        failed = None
         try:
-            report = run_stages(recipe, run, stage, force, progress)
+            return run_stages(recipe, run, stage, force, progress)
         except BaseException:
-            stage.tracker.close(ok=False)
+            failed = stage.current
             raise
-        stage.tracker.close(ok=True)
-        run.summary.write_text(json.dumps({"recipe": recipe.name, "stage_seconds": stage.seconds,
-                                           "skipped": stage.skipped}, indent=2) + "\n")
-    return report
+        finally:
+            stage.tracker.close(ok=failed is None)
+            run.summary.write_text(json.dumps({"recipe": recipe.name, "stage_seconds": stage.seconds,
+                                               "skipped": stage.skipped, "failed": failed}, indent=2) + "\n")
+
+
+def earlier_seconds(run: RunLayout) -> dict:
+    """The stage seconds an earlier run of this folder recorded (a stage it skipped stays unknown)."""
+    try:
+        return {k: v for k, v in json.loads(run.summary.read_text())["stage_seconds"].items() if v is not None}
+    except (OSError, ValueError, KeyError, AttributeError):
+        return {}
 
 
 def run_stages(recipe: Recipe, run: RunLayout, stage: Stages, force: bool, progress: bool) -> dict:

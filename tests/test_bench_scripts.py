@@ -98,6 +98,27 @@ def test_adapters(skills, tmp_path):
     assert result["peak_rss_mib"]["two_adapters"] > 0 and result["peak_rss_mib"]["one_adapter"] > 0
 
 
+def test_adapt_loop(skills, tmp_path):
+    from conftest import skill_dict, write_recipe
+
+    from bench import adapt_loop
+
+    base, made = skills
+    recipe = write_recipe(tmp_path / "spam.yaml", skill_dict(base, "spam"))
+    out = tmp_path / "adapt_loop.json"
+    result = adapt_loop.main([str(made["routing"][1]), "--data", "sms-spam-sample", "-r", str(recipe), "--merged",
+                              "export-genai", "--threads", "1", "--rounds", "2", "--prompt-tokens", "16",
+                              "--new-tokens", "4", "--keep", str(tmp_path / "spam"), "--out", str(out)])
+    provenance_ok(result, out, "adapt_loop")
+    adapted = result["adapt"]
+    assert adapted["wall_seconds"] > sum(adapted["seconds"].values()) * 0.9 and adapted["lora"]["dtype"] == "float16"
+    assert adapted["adapter_bytes"] == (tmp_path / "spam/adapter/spam.onnx_adapter").stat().st_size
+    merged, unmerged = result["speed"].values()
+    assert merged["new_tokens"] == unmerged["new_tokens"] == 4 and unmerged["decode_tokens_per_s"]["median"] > 0
+    assert result["unmerged_over_merged"] == unmerged["decode_tokens_per_s"]["median"] / merged["decode_tokens_per_s"]["median"]
+    assert result["base_run_seconds"] is None  # the fixture's run was built stage by stage, without run.json
+
+
 def test_device_roundtrip(cls_run, tmp_path):
     if not shutil.which("sshd") and not os.path.exists("/usr/sbin/sshd"):
         pytest.fail("the device round trip needs Debian's openssh-server (.ci/run installs it)")

@@ -108,9 +108,11 @@ def test_rerun_skips_up_to_date_stages(cls_run, capsys):
 
     run_dir, recipe, _ = cls_run
     before = {p: (run_dir / p / "manifest.json").read_text() for p in ("tune", "merge", "export-optimum", "bench", "package")}
+    built = json.loads((run_dir / "run.json").read_text())["stage_seconds"]
     run_pipeline(recipe, run_dir, progress=False)
-    skipped = json.loads((run_dir / "run.json").read_text())["skipped"]
-    assert skipped == ["data", "tune", "merge", "export optimum", "quantize optimum", "bench", "package"]
+    summary = json.loads((run_dir / "run.json").read_text())
+    assert summary["skipped"] == ["data", "tune", "merge", "export optimum", "quantize optimum", "bench", "package"]
+    assert summary["stage_seconds"] == built and summary["failed"] is None  # how long each took to build, kept
     assert before == {p: (run_dir / p / "manifest.json").read_text() for p in before}
 
 

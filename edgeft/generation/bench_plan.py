@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgeft import EdgeftError
 from edgeft.benchkit.ledger import build_ledger, trained_model
 from edgeft.benchkit.plan import BenchPlan, BenchResults
 from edgeft.core.artifacts import Manifest, find_in_lineage, model_bytes
 from edgeft.core.metrics import exact_match, normalize_answer, perplexity
 from edgeft.core.splits import load_split
-from edgeft.generation.chat import encode_chat
+from edgeft.generation.chat import encode_chat, speed_prompt
 from edgeft.generation.runners import RUNNER_ORT, RUNNER_TORCH, RUNNER_TRAINED
 from edgeft.runtime.files import GENERATION_FILE, GGUF_FILE, HF_CONFIG_FILE, ONNX_FILE, SAFETENSORS_SUFFIX
 from edgeft.runtime.generator import choose_prompt_graph
@@ -35,10 +34,7 @@ def bench_plan(recipe, variants: list, data_dir: Path) -> BenchPlan:
     test = load_split(data_dir, "test")[:cfg.max_test_samples]
     encoded = [encode_chat(tokenizer, r["messages"], recipe.data.max_length) for r in test]
     prompts, answers = [full[:n] for full, n in encoded], [full[n:] for full, n in encoded]
-    text = " ".join(example_text(r) for r in test)
-    speed_prompt = tokenizer(text, add_special_tokens=False)["input_ids"][:cfg.prompt_tokens]
-    if len(speed_prompt) < cfg.prompt_tokens:
-        raise EdgeftError(f"bench.prompt_tokens {cfg.prompt_tokens}: the test texts hold only {len(speed_prompt)} tokens")
+    prompt = speed_prompt(tokenizer, test, cfg.prompt_tokens)
     top = max(cfg.threads)
     specs = {f"{name}@{t}": {"runner": RUNNER_TRAINED if m.stage == "tune" else RUNNER_TORCH
                              if m.format == "pytorch" else RUNNER_ORT, "folder": str(p), "threads": t}
@@ -55,12 +51,12 @@ def bench_plan(recipe, variants: list, data_dir: Path) -> BenchPlan:
                 "answer_perplexity": perplexity(reply["nll"], reply["tokens"]), "said": said, "first": reply["first"]}
 
     def build(results: BenchResults) -> dict:
-        context = len(speed_prompt) + cfg.new_tokens // 2
-        rows = [model_row(m, cfg, results, bandwidth, len(speed_prompt), context, test) for m in models]
+        context = len(prompt) + cfg.new_tokens // 2
+        rows = [model_row(m, cfg, results, bandwidth, len(prompt), context, test) for m in models]
         add_retention(rows)
         return {
             "test_examples": len(test), "variants": [r.to_json() for r in rows], "quality_metric": "exact_match",
-            "timed": (f"greedy decoding at batch 1: time to first token = prefill of a {len(speed_prompt)}-token "
+            "timed": (f"greedy decoding at batch 1: time to first token = prefill of a {len(prompt)}-token "
                       f"prompt + argmax; then {cfg.new_tokens - 1} decode steps, each a model call + argmax; "
                       "tokenization and detokenization excluded; each model in its own process, interleaved over "
                       f"{cfg.rounds} rounds"),
@@ -72,10 +68,10 @@ def bench_plan(recipe, variants: list, data_dir: Path) -> BenchPlan:
     evaluate = ("evaluate", {"prompts": prompts, "answers": answers, "max_new_tokens": cfg.max_new_tokens_eval})
     return BenchPlan(models=models, specs=specs, score=score, build=build,
                      quality={name: (f"{name}@{top}", evaluate) for name, _, _ in models},
-                     warmup={key: ("speed", {"prompt": speed_prompt, "new_tokens": 2}) for key in timed},
-                     speed={key: [("speed", {"prompt": speed_prompt, "new_tokens": cfg.new_tokens})] for key in timed},
+                     warmup={key: ("speed", {"prompt": prompt, "new_tokens": 2}) for key in timed},
+                     speed={key: [("speed", {"prompt": prompt, "new_tokens": cfg.new_tokens})] for key in timed},
                      summary=f"{len(models)} models, threads {cfg.threads}, {len(test)} test chats, "
-                             f"speed prompt {len(speed_prompt)} + {cfg.new_tokens} tokens")
+                             f"speed prompt {len(prompt)} + {cfg.new_tokens} tokens")
 
 
 def model_row(model: tuple, cfg, results: BenchResults, bandwidth: dict, prompt_tokens: int, context: int,

@@ -9,6 +9,7 @@ from edgeft import EdgeftError
 from edgeft.core.recipe import DataSection
 from edgeft.runtime.files import GENERATION_FILE
 from edgeft.runtime.greedy import format_chat
+from edgeft.runtime.report import example_text
 
 SENTINELS = {"system": "\u2063SYS\u2063", "user": "\u2063USR\u2063", "assistant": "\u2063AST\u2063"}
 
@@ -90,3 +91,12 @@ def encode_prompt(tokenizer, messages: list[dict]) -> list[int]:
     """The prompt a model is given at inference: every turn but the answer, then the assistant header."""
     turns = messages[:-1] if messages and messages[-1]["role"] == "assistant" else messages
     return tokenizer.apply_chat_template(turns, tokenize=True, add_generation_prompt=True)
+
+
+def speed_prompt(tokenizer, rows: list[dict], tokens: int, field: str = "bench.prompt_tokens") -> list[int]:
+    """The timing prompt: the first `tokens` token ids of the held-out examples' texts run together
+    (real text, the same ids for every model)."""
+    ids = tokenizer(" ".join(example_text(r) for r in rows), add_special_tokens=False)["input_ids"][:tokens]
+    if len(ids) < tokens:
+        raise EdgeftError(f"{field} {tokens}: the test texts hold only {len(ids)} tokens")
+    return ids
