@@ -1,6 +1,6 @@
 """edgeft's server against llama.cpp's own server under load, on the same fine-tune and machine.
 
-    python -m bench.serve_load BUNDLE GGUF [--llama-server PATH] [--clients 1 4 16] [--threads 2] [--rounds 3]
+    python -m bench.serve_load BUNDLE [GGUF --llama-server PATH] [--clients 1 4 16] [--threads 2] [--rounds 3]
 
 BUNDLE is an edgeft generator bundle (`edgeft-runtime serve` serves it), GGUF llama.cpp's Q4_0 of the
 same merged model (the vs-llamacpp recipe makes both; `edgeft llamacpp-setup --tools llama-server`
@@ -13,7 +13,8 @@ and client counts are interleaved round by round; medians with min-max over roun
 
 Measured at the client, as an app sees it: requests/s, time to first token (p50, p99 over every
 request of a round), aggregate decode tokens/s (completion tokens of all clients over the wall time),
-and the server process's peak RSS. Writes bench/results/serve_load.json.
+and the server process's peak RSS. Without GGUF and --llama-server, edgeft's server alone (a smoke run).
+Writes bench/results/serve_load.json.
 """
 from __future__ import annotations
 
@@ -30,9 +31,6 @@ from pathlib import Path
 from bench.common import RESULTS, write_result
 from bench.sshd import free_port
 from edgeft.runtime.device_bench import eval_rows
-from edgeft.runtime.machine import library_versions
-
-SERVERS = ("edgeft", "llama-server")
 
 
 def start(kind: str, args, clients: int) -> tuple[subprocess.Popen, int]:
@@ -112,10 +110,14 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
+def servers(args) -> tuple[str, ...]:
+    return ("edgeft", "llama-server") if args.llama_server else ("edgeft",)
+
+
 def one_round(args, questions: list[list[dict]]) -> dict:
     results = {}
     for clients in args.clients:
-        for kind in SERVERS:
+        for kind in servers(args):
             proc, port = start(kind, args, clients)
             try:
                 stream(port, questions[0], 4)  # warm-up
@@ -130,16 +132,18 @@ def one_round(args, questions: list[list[dict]]) -> dict:
     return results
 
 
-def summarize(rounds: list[dict], clients: list[int]) -> dict:
+def summarize(rounds: list[dict], clients: list[int], kinds: tuple[str, ...]) -> dict:
     keys = ("requests_per_s", "tokens_per_s", "ttft_p50_ms", "ttft_p99_ms", "ttft_max_ms", "peak_rss_mib")
     out = {}
     for c in clients:
-        for kind in SERVERS:
+        for kind in kinds:
             runs = [r[f"{kind}@{c}"] for r in rounds]
             out.setdefault(str(c), {})[kind] = {k: {"median": statistics.median(x[k] for x in runs),
                                                     "min": min(x[k] for x in runs), "max": max(x[k] for x in runs)}
                                                 for k in keys}
             out[str(c)][kind]["failed"] = sum(x["failed"] for x in runs)
+        if "llama-server" not in kinds:
+            continue
         ratios = [r[f"edgeft@{c}"]["tokens_per_s"] / r[f"llama-server@{c}"]["tokens_per_s"] for r in rounds]
         out[str(c)]["tokens_per_s_ratio"] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
     return out
@@ -148,8 +152,9 @@ def summarize(rounds: list[dict], clients: list[int]) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench.serve_load", description=__doc__.split("\n\n")[0])
     parser.add_argument("bundle", type=Path, help="an edgeft generator bundle")
-    parser.add_argument("gguf", type=Path, help="llama.cpp's GGUF of the same fine-tune (Q4_0)")
-    parser.add_argument("--llama-server", type=Path, required=True, help="llama.cpp's llama-server binary")
+    parser.add_argument("gguf", type=Path, nargs="?", help="llama.cpp's GGUF of the same fine-tune (Q4_0)")
+    parser.add_argument("--llama-server", type=Path, default=None,
+                        help="llama.cpp's llama-server binary (edgeft llamacpp-setup --tools llama-server)")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--requests-per-client", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=64)
@@ -158,14 +163,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS / "serve_load.json")
     args = parser.parse_args(argv)
+    if bool(args.gguf) != bool(args.llama_server):
+        parser.error("llama-server needs both GGUF and --llama-server")
     questions = [r["messages"][:-1] for r in eval_rows(args.bundle)]
     rounds = [one_round(args, questions) for _ in range(args.rounds)]
-    version = subprocess.run([str(args.llama_server), "--version"], capture_output=True, text=True)
+    version = subprocess.run([str(args.llama_server), "--version"], capture_output=True, text=True) \
+        if args.llama_server else None
     return write_result(args.out, "serve_load", argv, {
-        "bundle": str(args.bundle), "gguf": str(args.gguf), "clients": args.clients, "threads": args.threads,
-        "rounds": args.rounds, "requests_per_client": args.requests_per_client, "max_tokens": args.max_tokens,
-        "llama_server": (version.stdout + version.stderr).strip().splitlines()[-2:],
-        "runtime_versions": library_versions(), "summary": summarize(rounds, args.clients), "rounds_raw": rounds})
+        "bundle": str(args.bundle), "gguf": str(args.gguf) if args.gguf else None, "clients": args.clients,
+        "threads": args.threads, "rounds": args.rounds, "requests_per_client": args.requests_per_client,
+        "max_tokens": args.max_tokens,
+        "llama_server": (version.stdout + version.stderr).strip().splitlines()[-2:] if version else None,
+        "summary": summarize(rounds, args.clients, servers(args)), "rounds_raw": rounds})
 
 
 if __name__ == "__main__":

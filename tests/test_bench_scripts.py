@@ -98,6 +98,22 @@ def test_adapters(skills, tmp_path):
     assert result["peak_rss_mib"]["two_adapters"] > 0 and result["peak_rss_mib"]["one_adapter"] > 0
 
 
+def test_serve_load_edgeft_alone(gen_run, tmp_path):
+    """The llama-server side needs llama.cpp's programs (edgeft llamacpp-setup --tools llama-server), built
+    for the real measurement; the smoke run drives edgeft's server as the real one does."""
+    from bench import serve_load
+
+    out = tmp_path / "serve_load.json"
+    result = serve_load.main([str(gen_run[0] / "package"), "--clients", "1", "3", "--requests-per-client", "2",
+                              "--max-tokens", "5", "--threads", "1", "--rounds", "1", "--out", str(out)])
+    provenance_ok(result, out, "serve_load")
+    for clients in ("1", "3"):
+        edgeft = result["summary"][clients]["edgeft"]
+        assert edgeft["failed"] == 0 and edgeft["tokens_per_s"]["median"] > 0 and edgeft["peak_rss_mib"]["median"] > 50
+    measured = result["rounds_raw"][0]["edgeft@3"]
+    assert measured["requests"] == 6 and measured["tokens"] == 6 * 5  # end of turn ignored: every token asked for
+
+
 def test_adapt_loop(skills, tmp_path):
     from conftest import skill_dict, write_recipe
 
