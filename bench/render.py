@@ -314,7 +314,8 @@ def serve_load(arg: str | None) -> str:
             f"each (end of turn ignored), greedy; {data['threads']} threads; llama-server with `-np` = clients; "
             f"{data['rounds']} interleaved rounds, medians (min-max). TTFT at the client.\n")
     return table(["clients", "edgeft tok/s", "llama-server tok/s", "edgeft / llama-server", "TTFT p50 / p99 ms, edgeft",
-                  "TTFT p50 / p99 ms, llama-server", "requests/s", "peak RSS MiB"], rows) + note + \
+                  "TTFT p50 / p99 ms, llama-server", "requests/s, edgeft / llama-server",
+                  "peak RSS MiB, edgeft / llama-server"], rows) + note + \
         source(data, arg or "serve_load")
 
 
