@@ -159,3 +159,21 @@ def test_tune_throughput(tmp_path):
     assert all(r["tokens_per_s"] > 0 and len(r["losses"]) == 3 for r in result["results"])
     # the same NF4 weights and batches: the dequantized mode learns the plain recipe's curve
     assert result["ratios"]["tiny/dequantized"]["max_relative_loss_difference"] < 1e-2
+
+
+def test_data_scale(tmp_path):
+    from bench import data_scale
+
+    out = tmp_path / "scale.json"
+    result = data_scale.main(["--rows", "4000", "--chats", "600", "--rounds", "1", "--csv-source", "sms-spam-sample",
+                              "--chat-source", "trec-sample", "--out", str(out)])
+    provenance_ok(result, out, "data_scale")
+    csv_run, chat_run = result["csv"], result["chat"]
+    # every 20th row repeats an earlier one
+    assert csv_run["rows_read"] == 4000 and csv_run["duplicates_removed"] == 4000 // 20 - 1
+    assert chat_run["rows_read"] == 600 and chat_run["duplicates_removed"] == 600 // 20 - 1
+    assert chat_run["test_examples"] == 500
+    for run in (csv_run, chat_run):
+        assert run["train_examples"] + run["validation_examples"] + run["test_examples"] == \
+            run["rows_read"] - run["duplicates_removed"]
+        assert 0 < run["seconds"]["median"] < 120 and 50 < run["peak_rss_mib"] < 2048

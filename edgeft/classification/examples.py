@@ -3,22 +3,24 @@ from __future__ import annotations
 
 from edgeft.training.batches import Examples, to_device
 
+LENGTH_CHUNK = 4096
+
 
 class ClassificationExamples(Examples):
-    def __init__(self, rows: list[dict], tokenizer, max_length: int, labels: list[str]):
+    def __init__(self, rows, tokenizer, max_length: int, labels: list[str]):
         super().__init__(rows, tokenizer, max_length, labels)
-        index = {label: i for i, label in enumerate(labels)}
-        self.texts = [r["text"] for r in rows]
-        self.targets = [index[r["label"]] for r in rows]
-        enc = tokenizer(self.texts, truncation=True, max_length=max_length)
-        self.lengths = [len(ids) for ids in enc["input_ids"]]
+        self.index = {label: i for i, label in enumerate(labels)}
+        for start in range(0, len(rows), LENGTH_CHUNK):  # tokenized here for the lengths only
+            texts = [r["text"] for r in self.rows_at(range(start, min(start + LENGTH_CHUNK, len(rows))))]
+            self.lengths += [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
 
     def batch(self, indices: list) -> dict:
         import torch
 
-        batch = dict(self.tokenizer([self.texts[i] for i in indices], padding=True, truncation=True,
+        rows = self.rows_at(indices)
+        batch = dict(self.tokenizer([r["text"] for r in rows], padding=True, truncation=True,
                                     max_length=self.max_length, return_tensors="pt"))
-        batch["labels"] = torch.tensor([self.targets[i] for i in indices])
+        batch["labels"] = torch.tensor([self.index[r["label"]] for r in rows])
         return batch
 
     def loss(self, model, batch: dict, fused: bool = False):
@@ -46,6 +48,6 @@ def evaluate(model, examples: ClassificationExamples, batch_size: int, label_inf
     model.train()
     labels = label_info["labels"]
     pred = [labels[p] for _, p in sorted(preds)]
-    true = [labels[examples.targets[i]] for i in range(len(examples))]
+    true = [r["label"] for r in examples.rows_at(range(len(examples)))]
     return {"loss": total / max(len(examples), 1),
             **classification_metrics(true, pred, labels, label_info.get("positive_label"))}

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, Field, PositiveInt, ValidationError, model_validator
 
 from edgeft import EdgeftError
+from edgeft.core.chatshapes import ChatColumns
 from edgeft.core.schema import Section
 from edgeft.core.variants import config_of, kinds_for, tag
 from edgeft.runtime.report import BENCH_DEFAULTS as BENCH
@@ -31,8 +32,12 @@ class ModelSection(Section):
 
 
 class DataSection(Section):
-    source: str = Field("sms-spam", description="dataset alias (sms-spam, trec) or a local .csv / .jsonl file")
-    encoding: str = Field("utf-8", description="text encoding of a .csv / .jsonl source (e.g. latin-1)")
+    source: str = Field("sms-spam", description="dataset alias (sms-spam, trec), a local .csv, .tsv, .json, .jsonl or "
+                                                "parquet file, or a datasets save_to_disk folder")
+    encoding: str = Field("utf-8", description="text encoding of a csv / json source (e.g. latin-1)")
+    format: Literal["auto", "labelled", "messages", "sharegpt", "alpaca"] = Field(
+        "auto", description="labelled (text and label columns) or a chat shape (core/chatshapes.py); auto detects it")
+    chat_columns: ChatColumns = ChatColumns()
     text_column: str = "text"
     label_column: str = "label"
     positive_label: Optional[str] = Field(None, description="label whose F1 is reported (classification)")

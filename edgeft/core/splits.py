@@ -13,5 +13,13 @@ def load_split(data_dir: Path, split: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def open_split(data_dir: Path, split: str):
+    """A split memory-mapped through `datasets` (Arrow, in edgeft's cache): rows are read as they
+    are used, so a split of a million examples is not held in memory (tune reads its splits so)."""
+    from edgeft.core.datafiles import open_table
+
+    return open_table(Path(data_dir) / split_file(split))
+
+
 def load_labels(data_dir: Path) -> dict[str, Any]:
     return json.loads((Path(data_dir) / LABELS_FILE).read_text())

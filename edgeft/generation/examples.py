@@ -105,17 +105,19 @@ def top_logprobs(logits, top_k: int = FIRST_TOP_K) -> dict:
 
 
 class ChatExamples(Examples):
-    def __init__(self, rows: list[dict], tokenizer, max_length: int, labels: list[str], packing: bool = False):
+    def __init__(self, rows, tokenizer, max_length: int, labels: list[str], packing: bool = False):
         super().__init__(rows, tokenizer, max_length, labels)
         self.packing = packing
-        self.chats = [encode_chat(tokenizer, r["messages"], max_length) for r in rows]
-        self.lengths = [len(full) for full, _ in self.chats]
+        self.lengths = [len(self.encode(r)[0]) for r in rows]  # tokenized here for the lengths only
+
+    def encode(self, row: dict) -> tuple[list[int], int]:
+        return encode_chat(self.tokenizer, row["messages"], self.max_length)
 
     def batch(self, indices: list) -> dict:
         pad = self.tokenizer.pad_token_id
         if indices and isinstance(indices[0], list):
-            return packed_batch([[self.chats[i] for i in row] for row in indices], pad)
-        return chat_batch([self.chats[i] for i in indices], pad)
+            return packed_batch([[self.encode(r) for r in self.rows_at(row)] for row in indices], pad)
+        return chat_batch([self.encode(r) for r in self.rows_at(indices)], pad)
 
     def loss(self, model, batch: dict, fused: bool = False):
         """The mean loss of the answer tokens. With fused cross-entropy (liger-kernel on CUDA) the

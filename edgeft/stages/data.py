@@ -7,13 +7,14 @@ chats: an optional system turn, a user turn made from `prompt_template`, and the
 from __future__ import annotations
 
 import csv
-import io
 import json
 from collections import Counter
 from pathlib import Path
 
 from edgeft import EdgeftError
-from edgeft.core.artifacts import is_up_to_date, sha256_file, stage_output, up_to_date, write_manifest
+from edgeft.core.artifacts import hash_files, is_up_to_date, sha256_file, sha256_json, stage_output, up_to_date, write_manifest
+from edgeft.core.chatshapes import detect, to_chat_rows
+from edgeft.core.datafiles import column, open_table
 from edgeft.core.models import package_dir
 from edgeft.core.recipe import DataSection, Recipe
 from edgeft.core.splits import load_labels, load_split
@@ -80,86 +81,46 @@ def source_path(source: str) -> Path | None:
 
 
 def read_rows(cfg: DataSection) -> list[dict]:
-    """Rows with 'text' and 'label' (labelled data) or 'messages' (chat data)."""
+    """Rows with 'text' and 'label' (labelled data) or 'messages' (chat data, any shape)."""
     if cfg.source in DATA_ALIASES:
         return [{**r, "text": r["text"].strip()} for r in DATA_ALIASES[cfg.source]() if r["text"].strip()]
     path = Path(cfg.source).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise EdgeftError(f"data.source: file not found: {cfg.source} (aliases: {', '.join(DATA_ALIASES)})")
-    readers = {".csv": _read_csv, ".jsonl": _read_jsonl, ".json": _read_jsonl}
-    if path.suffix not in readers:
-        raise EdgeftError(f"data.source: {path} must be .csv or .jsonl")
-    rows, columns = readers[path.suffix](path, _decode(path, cfg.encoding))
-    if not rows:
+    table = open_table(path, cfg.encoding)
+    if table.num_rows == 0:
         raise EdgeftError(f"data.source: {path} has no rows")
-    if "messages" in columns:
-        return [_check_chat(r, path, i) for i, r in enumerate(rows, start=1)]
+    columns = list(table.column_names)
+    shape = detect(columns, cfg.format, cfg.chat_columns)
+    first = 2 if path.suffix.lower() in (".csv", ".tsv") else 1  # a CSV's row 1 is on line 2
+
+    def where(i: int) -> str:
+        return f"{path}:{i + first - 1}" if path.is_file() and path.suffix.lower() != ".parquet" else f"{path} row {i}"
+
+    if shape != "labelled":
+        return to_chat_rows(shape, table, cfg.chat_columns, where)
     for field, col in (("data.text_column", cfg.text_column), ("data.label_column", cfg.label_column)):
         if col not in columns:
             raise EdgeftError(f"{field}: '{col}' is not a column of {path} (columns: {', '.join(columns)})")
-    return _labelled(rows, path, cfg.text_column, cfg.label_column, first_line=2 if path.suffix == ".csv" else 1)
+    return _labelled(column(table, cfg.text_column), column(table, cfg.label_column), path, cfg, first)
 
 
-def _decode(path: Path, encoding: str) -> str:
-    raw = path.read_bytes()
-    try:
-        return raw.decode(encoding)
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise EdgeftError(f"{path}: not valid {encoding} at byte {e.start} (line {line}): set data.encoding to the "
-                          "file's encoding, e.g. --set data.encoding=latin-1") from None
-    except LookupError:
-        raise EdgeftError(f"data.encoding: unknown encoding '{encoding}'") from None
-
-
-def _read_csv(path: Path, text: str) -> tuple[list[dict], list[str]]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    if not reader.fieldnames:
-        raise EdgeftError(f"data.source: {path} is empty: a CSV needs a header row and at least one row")
-    return list(reader), list(reader.fieldnames)
-
-
-def _read_jsonl(path: Path, text: str) -> tuple[list[dict], list[str]]:
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise EdgeftError(f"{path}:{number}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise EdgeftError(f"{path}:{number}: each line must be a JSON object, this one is a {type(row).__name__}")
-        rows.append(row)
-    return rows, sorted({k for r in rows for k in r})
-
-
-def _labelled(rows: list[dict], path: Path, text_col: str, label_col: str, first_line: int) -> list[dict]:
-    """Rows as {'text', 'label', ...}; an empty text or label is an error that names the lines."""
+def _labelled(texts: list, labels: list, path: Path, cfg: DataSection, first_line: int) -> list[dict]:
+    """Rows as {'text', 'label'}; an empty text or label is an error that names the lines."""
     out, empty = [], {"text": [], "label": []}
-    for number, r in enumerate(rows, start=first_line):
-        text, label = r.get(text_col), r.get(label_col)
-        for what, value in (("text", text), ("label", label)):
-            if value is None or not str(value).strip():
-                empty[what].append(number)
-        out.append({**{k: v for k, v in r.items() if k not in (text_col, label_col)},
-                    "text": str(text or "").strip(), "label": str(label or "").strip()})
-    for what, column in (("label", label_col), ("text", text_col)):
+    for number, (text, label) in enumerate(zip(texts, labels), start=first_line):
+        text, label = ("" if v is None else str(v).strip() for v in (text, label))
+        if not text:
+            empty["text"].append(number)
+        if not label:
+            empty["label"].append(number)
+        out.append({"text": text, "label": label})
+    for what, column_name in (("label", cfg.label_column), ("text", cfg.text_column)):
         if empty[what]:
             lines = ", ".join(map(str, empty[what][:5])) + (" ..." if len(empty[what]) > 5 else "")
-            raise EdgeftError(f"data.{what}_column: {len(empty[what])} rows of {path} have an empty '{column}' "
+            raise EdgeftError(f"data.{what}_column: {len(empty[what])} rows of {path} have an empty '{column_name}' "
                               f"(line {lines}): fill them in or remove them")
     return out
-
-
-def _check_chat(row: dict, path: Path, number: int) -> dict:
-    msgs = row.get("messages")
-    if (not isinstance(msgs, list) or not msgs or
-            not all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in msgs)):
-        raise EdgeftError(f"{path}:{number}: 'messages' must be a list of {{role, content}}")
-    if msgs[-1]["role"] != "assistant":
-        raise EdgeftError(f"{path}:{number}: the last message must be the assistant's answer")
-    return {"messages": msgs, "answer": msgs[-1]["content"]}
 
 
 def split_rows(rows: list[dict], cfg: DataSection, seed: int) -> dict[str, list[dict]]:
@@ -202,7 +163,10 @@ def data_config(recipe: Recipe) -> dict:
 
 def source_ref(cfg: DataSection) -> dict:
     path = source_path(cfg.source)
-    digest = sha256_file(path) if path and path.is_file() else "unknown"
+    if path and path.is_dir():  # a save_to_disk folder: its files' hashes
+        digest = sha256_json(hash_files(path))
+    else:
+        digest = sha256_file(path) if path and path.is_file() else "unknown"
     return {"role": "source", "path": str(path), "stage": "external", "fingerprint": digest}
 
 

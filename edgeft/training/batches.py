@@ -58,14 +58,19 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int) -
 
 
 class Examples:
-    """A split's examples as token ids. Subclasses set `lengths` and implement `batch`, `loss`
-    and `logits`; `packing` is offered by tasks whose batches can hold several examples a row."""
+    """A split's examples, read as they are batched. Subclasses set `lengths` and implement `batch`,
+    `loss` and `logits`; `packing` is offered by tasks whose batches can hold several examples a row."""
 
     packing = False
 
-    def __init__(self, rows: list[dict], tokenizer, max_length: int, labels: list[str]):
-        self.tokenizer, self.max_length, self.labels = tokenizer, max_length, labels
+    def __init__(self, rows: Sequence[dict], tokenizer, max_length: int, labels: list[str]):
+        # rows: a list, or the split memory-mapped by `datasets` (core/splits.open_split); only the
+        # lengths are held, and a batch tokenizes its own rows
+        self.rows, self.tokenizer, self.max_length, self.labels = rows, tokenizer, max_length, labels
         self.lengths: list[int] = []
+
+    def rows_at(self, indices) -> list[dict]:
+        return [self.rows[int(i)] for i in indices]
 
     def __len__(self):
         return len(self.lengths)

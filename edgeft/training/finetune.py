@@ -24,9 +24,9 @@ from edgeft import EdgeftError
 from edgeft.core.console import progress as console_progress
 from edgeft.core.console import say, terminal
 from edgeft.core.recipe import Recipe
-from edgeft.core.splits import load_labels, load_split
+from edgeft.core.splits import load_labels, open_split
 from edgeft.core.tasks import get_task
-from edgeft.runtime.files import ADAPTER_DIR, CHECKPOINT_DIR, CHECKPOINT_PROGRESS, CHECKPOINT_STATE
+from edgeft.runtime.files import ADAPTER_DIR, CHECKPOINT_DIR, CHECKPOINT_PROGRESS, CHECKPOINT_STATE, split_file
 from edgeft.training.batches import epoch_batches, to_device
 from edgeft.training.model import build_model, make_optimizer, pick_batch_size
 
@@ -106,10 +106,10 @@ def setup(recipe: Recipe, data_dir: Path, base: Path, work: Path) -> Run:
     tokenizer = task.load_tokenizer(base)
     if cfg.packing and not task.supports_packing:
         raise EdgeftError(f"tune.packing: task {task.name} does not pack examples (generation chats do)")
-    train = task.examples(load_split(data_dir, "train"), tokenizer, recipe.data.max_length, labels, packing=cfg.packing)
-    val = task.examples(load_split(data_dir, "validation"), tokenizer, recipe.data.max_length, labels)
-    if len(train) == 0:
-        raise EdgeftError(f"{data_dir}/train.jsonl is empty")
+    if not (data_dir / split_file("train")).stat().st_size:
+        raise EdgeftError(f"{data_dir}/{split_file('train')} is empty")
+    train = task.examples(open_split(data_dir, "train"), tokenizer, recipe.data.max_length, labels, packing=cfg.packing)
+    val = task.examples(open_split(data_dir, "validation"), tokenizer, recipe.data.max_length, labels)
     model, mode = build_model(base, recipe, task, labels, accelerator.device)
     if accelerator.is_main_process:
         say(f"tune: {mode['reason']}")
