@@ -339,6 +339,21 @@ def adapt_loop(arg: str | None) -> str:
 
 
 @renderer
+def data_scale(arg: str | None) -> str:
+    """`edgeft data` on a million-row CSV and 200,000 chats: time and peak memory against the goal."""
+    data = load(arg or "data_scale")
+    rows = [[f"{r['file']} ({r['file_mib']:.0f} MiB)", f"{r['rows_read']:,}", f"{r['duplicates_removed']:,}",
+             f"{r['train_examples']:,} / {r['validation_examples']:,} / {r['test_examples']:,}",
+             spread(r["seconds"], 1), f"{r['peak_rss_mib']:,}"] for r in (data["csv"], data["chat"])]
+    goal = data["goal"]
+    note = (f"\nEach run a fresh `edgeft data` process with an empty cache (the Arrow copy of the file made inside "
+            f"it), {data['csv']['rounds']} rounds, seconds as median (min-max), the largest peak RSS. Goal: under "
+            f"{goal['seconds']} s and {goal['peak_rss_mib'] / 1024:.0f} GiB: {'met' if data['goal_met'] else 'not met'}.\n")
+    return table(["file", "rows", "duplicates removed", "train / validation / test", "seconds", "peak RSS MiB"], rows) + \
+        note + source(data, arg or "data_scale")
+
+
+@renderer
 def tune_throughput(arg: str | None) -> str:
     data = load(arg or "tune_throughput_cpu")
     rows = []
