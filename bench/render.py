@@ -225,6 +225,8 @@ def selection(arg: str | None) -> str:
     rows = [[f"**{v['name']}**" if v["name"] == sel["chosen"] else v["name"], v["status"], v["shown"],
              "; ".join(v["reasons"]) or "no limits set"] for v in sel["verdicts"]]
     note = f"\nChosen: **{sel['chosen']}** ({sel['rule']}; {sel['threads']} threads; quality against {sel['reference']}).\n"
+    if sel.get("quality_rule"):
+        note += f"Quality rule: {sel['quality_rule']}.\n"
     return table(["variant", "verdict", "measured", "reasons"], rows) + note + source(data, arg)
 
 

@@ -99,6 +99,31 @@ def test_a_drop_whose_interval_straddles_the_budget_is_undecided_and_not_shipped
     assert needed == examples_to_decide(drop, 2.5) > 200
 
 
+def test_a_budget_below_the_test_sets_resolution_is_judged_by_the_point_estimate_and_says_so():
+    # 200 examples: one lost example alone puts the interval's worse end at 1.5 points, so a 0.5-point
+    # budget cannot be confirmed by any variant that differs from the reference at all
+    gains = row("int8-static", wrong=[*range(9), 150], p50=1.5)           # lost 1, gained 2: +0.5 pts
+    loses_one = row("int4", wrong=[*range(10), 150], p50=0.5)             # lost 1: -0.5 pts, within by its point
+    loses_two = row("int8-dynamic", wrong=[*range(10), 150, 151], p50=0.2)  # lost 2: -1.0 pts
+    sel = select_variant(report(REFERENCE, gains, loses_one, loses_two), SelectSection(max_quality_drop=0.5))
+    status = {v["name"]: v["status"] for v in sel["verdicts"]}
+    assert status == {"int8-static": "fits", "int4": "fits", "int8-dynamic": "undecided"}
+    assert sel["chosen"] == "int4"  # the fastest of those that fit
+    reasons = {v["name"]: v["reasons"][0] for v in sel["verdicts"]}
+    assert "within 0.5 by the point estimate (not confirmed at 200 examples)" in reasons["int4"]
+    assert "interval -1.5 to +0.0" in reasons["int4"] and "undecided at 200 examples, about" in reasons["int8-dynamic"]
+    first = describe(sel)[0]
+    assert first.startswith("quality rule: 200 test examples cannot confirm 0.5 pts (one lost example alone reads up "
+                            "to 1.50 pts at 95%; about 600 would)")
+    # 600 examples confirm it: the interval rule again, and the one-example loss is confirmed within
+    ref = {**REFERENCE, "correct": REFERENCE["correct"] * 3}
+    one_of_600 = {**loses_one, "correct": REFERENCE["correct"] * 2 + loses_one["correct"]}
+    big = select_variant(report(ref, one_of_600), SelectSection(max_quality_drop=0.5))
+    assert big["quality_rule"].startswith("a variant fits when the worse end of its paired 95% interval is within 0.5")
+    assert big["chosen"] == "int4" and "interval -0.5 to +0.0, 1 lost / 0 gained of 600, McNemar p 1) within 0.5" in \
+        big["verdicts"][0]["reasons"][0]
+
+
 def test_ties_are_broken_by_quality_then_size_then_name():
     rep = report(REFERENCE, row("b-int8", wrong=range(10), p50=1.0, size_mib=30),
                  row("a-int8", wrong=range(10), p50=1.0, size_mib=30),
@@ -134,8 +159,9 @@ def test_select_command_reads_a_run_and_its_flags(tmp_path):
     (tmp_path / "bench/report.json").write_text(json.dumps(rep))
     ok = CliRunner().invoke(cli, ["select", str(tmp_path), "--max-quality-drop", "1"])
     assert ok.exit_code == 0, ok.output
-    assert ok.output.splitlines()[0].startswith("int8: fits (p50 1.00 ms, 20.0 MiB), accuracy +0.0 pts")
-    assert ok.output.splitlines()[1].startswith("int4: rejected (p50 1.00 ms, 20.0 MiB), accuracy -10.0 pts")
+    assert ok.output.splitlines()[0].startswith("quality rule: 200 test examples cannot confirm 1 pts")
+    assert ok.output.splitlines()[1].startswith("int8: fits (p50 1.00 ms, 20.0 MiB), accuracy +0.0 pts")
+    assert ok.output.splitlines()[2].startswith("int4: rejected (p50 1.00 ms, 20.0 MiB), accuracy -10.0 pts")
     assert ok.output.splitlines()[-1].startswith("chosen: int8 (fastest that fits")
     none = CliRunner().invoke(cli, ["select", str(tmp_path / "bench/report.json"), "--max-size-mib", "1"])
     assert none.exit_code == 2 and "the nearest is" in none.output and "size 20 MiB > 1" in none.output

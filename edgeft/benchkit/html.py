@@ -59,7 +59,9 @@ def selection_html(selection: dict | None) -> str:
                     f"({esc(v.get('shown', ''))}), "
                     f"{esc('; '.join(v['reasons']) or 'no limits set')}</li>" for v in selection["verdicts"])
     return (f"<p><b>chosen: {esc(selection['chosen'])}</b> ({esc(selection['rule'])}; read at {selection['threads']} "
-            f"threads; quality against {esc(selection['reference'])})</p><ul>{items}</ul>")
+            f"threads; quality against {esc(selection['reference'])})</p>"
+            + (f"<p>quality rule: {esc(selection['quality_rule'])}</p>" if selection.get("quality_rule") else "")
+            + f"<ul>{items}</ul>")
 
 
 def ledger_html(ledger: dict | None) -> str:

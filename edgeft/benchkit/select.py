@@ -4,13 +4,22 @@
 Every variant is judged against every limit and gets its reasons. Quality is judged against the
 fine-tuned fp32 model on the same examples (paired.py): a variant fits only when the worse end of
 the drop's interval is inside the budget; when the interval straddles the budget, it is
-undecided at this sample size, and the verdict says how many examples would decide it. Speed
+undecided at this sample size, and the verdict says how many examples would decide it.
+
+A small test set cannot confirm a small budget at all: on 318 examples, one lost example alone
+puts the interval's worse end at 0.9 points, so with a 0.5-point budget every variant that differs
+from the reference at all would be undecided, and the choice useless. The budget a test set can
+confirm is its resolution (`confirmable_drop`). Below it, quality is judged by the paired point
+estimate (a variant fits when its drop is within the budget, is rejected when its whole interval is
+beyond), the interval is still shown, and the selection's `quality_rule` says so in one line with
+the test-set size that would confirm the budget. Speed
 limits read the median over rounds, with the min-max beside it. Among the variants that fit, the
 objective picks: fastest, smallest or most accurate, ties broken by quality, then size, then name.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -72,7 +81,30 @@ def candidates(rows: list[Row]) -> list[Row]:
     return [r for r in rows if r.error is None and r.stage in ("export", "quantize") and r.format == "onnx"]
 
 
-def judge_quality(row: Row, ref: Row, budget: float, metric: str, confidence: float) -> tuple[str, str]:
+def confirmable_drop(examples: int, confidence: float) -> float:
+    """The smallest budget, in points, that `examples` paired examples can confirm: the worse end of the
+    interval for a candidate that loses one example and gains none (a Poisson count of one: the
+    bootstrap resamples it as such)."""
+    from scipy.stats import poisson
+
+    return 100 * float(poisson.ppf((1 + confidence) / 2, 1)) / examples
+
+
+def quality_rule(examples: int, budget: float, confidence: float) -> tuple[bool, str]:
+    """(judge by the point estimate?, the rule in one line)."""
+    floor, level = confirmable_drop(examples, confidence), int(confidence * 100)
+    if budget >= floor:
+        return False, (f"a variant fits when the worse end of its paired {level}% interval is within {budget:g} pts "
+                       f"({examples} test examples confirm down to {floor:.2f} pts)")
+    needed = math.ceil(floor * examples / budget) if budget > 0 else None
+    return True, (f"{examples} test examples cannot confirm {budget:g} pts (one lost example alone reads up to "
+                  f"{floor:.2f} pts at {level}%" + (f"; about {needed} would" if needed else "") + "), so a variant fits "
+                  f"when its paired drop is within {budget:g} pts by the point estimate and is rejected when its whole "
+                  "interval is beyond; each interval is shown")
+
+
+def judge_quality(row: Row, ref: Row, budget: float, metric: str, confidence: float,
+                  by_point: bool = False) -> tuple[str, str]:
     drop = paired_drop(ref.correct, row.correct, confidence)
     change, worst, best = (0.0 - x for x in (drop.points, drop.high, drop.low))  # 0.0 - 0.0 is +0.0, not -0.0
     said = (f"{metric} {change:+.1f} pts ({int(confidence * 100)}% interval {worst:+.1f} to {best:+.1f}, "
@@ -81,6 +113,8 @@ def judge_quality(row: Row, ref: Row, budget: float, metric: str, confidence: fl
         return "fits", f"{said} within {budget:g}"
     if drop.low > budget:
         return "rejected", f"{said} > {budget:g}"
+    if by_point and drop.points <= budget:
+        return "fits", f"{said}: within {budget:g} by the point estimate (not confirmed at {drop.examples} examples)"
     needed = examples_to_decide(drop, budget)
     return "undecided", (f"{said} straddles {budget:g}: undecided at {drop.examples} examples"
                          + (f", about {needed} would decide it" if needed else ""))
@@ -100,10 +134,11 @@ def judge_limit(row: Row, limit: Limit, value: float, threads: int) -> tuple[str
             else f"{shown} {'>' if limit.at_most else '<'} {value:g}", max(excess, 0.0))
 
 
-def verdict(row: Row, ref: Row, cfg, threads: int, metric: str) -> dict:
+def verdict(row: Row, ref: Row, cfg, threads: int, metric: str, by_point: bool = False) -> dict:
     reasons, statuses, excess = [], [], 0.0
     if cfg.max_quality_drop is not None:
-        status, reason = judge_quality(row, ref, cfg.max_quality_drop, metric.replace("_", " "), cfg.confidence)
+        status, reason = judge_quality(row, ref, cfg.max_quality_drop, metric.replace("_", " "), cfg.confidence,
+                                       by_point)
         statuses.append(status)
         reasons.append(reason)
     for limit in LIMITS:
@@ -149,7 +184,9 @@ def select_variant(report: dict, cfg, device_reports: list[dict] = ()) -> dict:
     rows = rows_of(report)
     ref = reference_row(rows)
     rows = with_device_rows(candidates(rows), list(device_reports))
-    verdicts = [verdict(row, ref, cfg, _threads(row, threads), metric) for row in rows]
+    by_point, rule = (quality_rule(len(ref.correct), cfg.max_quality_drop, cfg.confidence)
+                      if cfg.max_quality_drop is not None else (False, None))
+    verdicts = [verdict(row, ref, cfg, _threads(row, threads), metric, by_point) for row in rows]
     if not verdicts:
         raise EdgeftError("select: the report holds no ONNX variant to ship")
     fitting = sorted((v for v in verdicts if v["status"] == "fits"),
@@ -157,11 +194,11 @@ def select_variant(report: dict, cfg, device_reports: list[dict] = ()) -> dict:
     if not fitting:
         nearest = min(verdicts, key=lambda v: (v["misses"], v["excess"], v["name"]))
         raise EdgeftError(f"select: no variant fits the budget at {threads} threads; the nearest is {nearest['name']}, "
-                          f"which misses: {'; '.join(nearest['missed'])}")
-    rule = f"{cfg.objective.replace('_', ' ')} that fits" + (f", tied with {fitting[1]['name']}" if len(fitting) > 1
+                          f"which misses: {'; '.join(nearest['missed'])}" + (f" (quality rule: {rule})" if rule else ""))
+    choice = f"{cfg.objective.replace('_', ' ')} that fits" + (f", tied with {fitting[1]['name']}" if len(fitting) > 1
                                                              and _tied(fitting[0], fitting[1], cfg.objective) else "")
     return {"threads": threads, "reference": ref.name, "objective": cfg.objective, "verdicts": verdicts,
-            "chosen": fitting[0]["name"], "rule": rule}
+            "chosen": fitting[0]["name"], "rule": choice, "quality_rule": rule}
 
 
 def _threads(row: Row, threads: int) -> int:
@@ -175,7 +212,8 @@ def _tied(a: dict, b: dict, objective: str) -> bool:
 
 def describe(selection: dict) -> list[str]:
     """One line per variant and the choice, as `edgeft select` prints them."""
-    lines = [f"{v['name']}: {v['status']} ({v['shown']}), " + "; ".join(v["reasons"] or ["no limits set"])
-             for v in selection["verdicts"]]
+    lines = [f"quality rule: {selection['quality_rule']}"] if selection.get("quality_rule") else []
+    lines += [f"{v['name']}: {v['status']} ({v['shown']}), " + "; ".join(v["reasons"] or ["no limits set"])
+              for v in selection["verdicts"]]
     return lines + [f"chosen: {selection['chosen']} ({selection['rule']}; threads {selection['threads']}, quality "
                     f"against {selection['reference']})"]
