@@ -66,7 +66,7 @@ def cpu_kind(machine: dict) -> str:
 
 def source(data: dict, name: str) -> str:
     """Where a table's numbers come from."""
-    commit = (data.get("commit") or "unknown")[:10]
+    commit = (data.get("commit") or data.get("versions", {}).get("edgeft-commit") or "unknown")[:10]  # a run's report
     date = f", {data['date']}" if data.get("date") else ""
     command = data.get("command", "")
     return (f"\n<sub>`bench/results/{name}.json`: measured at commit `{commit}` on {cpu_kind(data.get('machine', {}))}"

@@ -86,9 +86,10 @@ def earlier_seconds(run: RunLayout) -> dict:
 
 
 def run_stages(recipe: Recipe, run: RunLayout, stage: Stages, force: bool, progress: bool) -> dict:
+    base = resolve_model(recipe.model.base)
+    get_task(recipe.task).check_base(recipe, base)  # before any work
     stage("data", prepare_data, recipe, run.data, force=force)
     base_dir = None
-    base = resolve_model(recipe.model.base)
     if is_gguf(base):
         stage("import", import_gguf, base, run.base, force=force)
         base_dir = run.base

@@ -12,20 +12,14 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 from pathlib import Path
 
-from edgeft import EdgeftError
+from edgeft import EdgeftError, cache_dir
 
 # file suffix -> the `datasets` packaged builder that reads it
 READERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 DELIMITERS = ",;\t|"
 SNIFF_BYTES = 64 * 1024
-
-
-def cache_dir() -> Path:
-    """Where `datasets` keeps its Arrow copies of users' files (beside edgeft's other caches)."""
-    return Path(os.environ.get("EDGEFT_CACHE", Path.home() / ".cache" / "edgeft")) / "datasets"
 
 
 def _quiet_datasets():
@@ -51,7 +45,7 @@ def open_table(path: Path, encoding: str = "utf-8"):
     options = csv_options(path, encoding) if builder == "csv" else {}
     datasets = _quiet_datasets()
     try:
-        return datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=str(cache_dir()),
+        return datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=str(cache_dir("datasets")),
                                      **options)
     except Exception as e:  # the reader's error, explained with the file's line where it can be found
         raise EdgeftError(explain(path, builder, e.__cause__ or e, encoding)) from None

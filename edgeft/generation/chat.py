@@ -7,6 +7,7 @@ from pathlib import Path
 
 from edgeft import EdgeftError
 from edgeft.core.recipe import DataSection
+from edgeft.generation.templates import end_of_turn_id
 from edgeft.runtime.files import GENERATION_FILE
 from edgeft.runtime.greedy import format_chat
 from edgeft.runtime.report import example_text
@@ -45,7 +46,8 @@ def chat_format(tokenizer) -> dict:
 
 def write_generation_settings(tokenizer, folder: Path, config, system_prompt: str | None, head_dim: int) -> dict:
     eos = config.eos_token_id
-    settings = {"eos_token_ids": sorted({*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id}),
+    stops = {*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id, end_of_turn_id(tokenizer)} - {None}
+    settings = {"eos_token_ids": sorted(stops),
                 "chat": chat_format(tokenizer), "system_prompt": system_prompt, "max_new_tokens": 128,
                 "head_dim": head_dim}
     (Path(folder) / GENERATION_FILE).write_text(json.dumps(settings, indent=2) + "\n")
@@ -78,7 +80,7 @@ def encode_chat(tokenizer, messages: list[dict], max_length: int) -> tuple[list[
     if full[:len(prompt)] != prompt:  # templates that rewrite earlier turns: fall back to the prefix length
         prompt = full[:len(prompt)]
     # drop trailing white space tokens after the end-of-turn marker (ChatML ends with "\n")
-    end_id = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else None
+    end_id = end_of_turn_id(tokenizer)
     if end_id is not None and end_id in full[len(prompt):]:
         full = full[:len(prompt) + full[len(prompt):].index(end_id) + 1]
     if len(full) > max_length:  # keep the answer, cut the prompt from the left

@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from edgeft import EdgeftError
+from edgeft import EdgeftError, cache_dir
 from edgeft.core.variants import BuildContext, Variant, VariantKind, register_variant
 from edgeft.runtime.files import GENERATION_FILE, GGUF_FILE, TOKENIZER_FILE
 from edgeft.runtime.greedy import GreedyDecoding
@@ -37,7 +37,7 @@ SETUP_HINT = ("the gguf backend needs the optional extra: `edgeft llamacpp-setup
               "checkout")
 
 
-CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgeft"
+CACHE = cache_dir()
 
 
 def tree_dir() -> Path:

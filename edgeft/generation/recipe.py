@@ -22,6 +22,8 @@ class GenerationData(DataSection):
     system_prompt: Optional[str] = None
     prompt_template: str = "{text}"
     label_words: Optional[dict[str, str]] = Field(None, description="label -> answer text the model must produce")
+    chat_template: Optional[str] = Field(None, description="for a base model without one: chatml or gemma "
+                                                           "(edgeft's, generation/templates.py) or a Jinja template")
 
 
 def default_variants() -> list:

@@ -28,8 +28,18 @@ class GenerationTask(Task):
                 "label_words": {label: (cfg.label_words or {}).get(label, label) for label in labels}}
         return {k: [to_chat(r, cfg) for r in v] for k, v in splits.items()}, info
 
+    def check_base(self, recipe, base):
+        from edgeft.generation.templates import check_base
+
+        check_base(base, recipe.data.chat_template)
+
     def load_tokenizer(self, path):
         return models.load_tokenizer(path)
+
+    def tokenizer_for(self, recipe, path):
+        from edgeft.generation.templates import apply
+
+        return apply(self.load_tokenizer(path), recipe.data.chat_template)
 
     def load_model(self, path, labels=None, **kwargs):
         return models.load_model(path, **kwargs)
@@ -60,7 +70,7 @@ class GenerationTask(Task):
 
     def export_parity(self, merge_dir, folder, backend, rows, cfg):
         from edgeft.generation.parity import generation_parity
-        return generation_parity(merge_dir, folder, backend, rows, cfg.parity_new_tokens)
+        return generation_parity(merge_dir, folder, backend, rows, cfg.parity_new_tokens, cfg.parity_atol)
 
     def drift_logits(self, fp32_dir, quant_dir, rows):
         """The first answer token's logits of 16 validation chats."""

@@ -20,6 +20,7 @@ from edgeft.core.artifacts import (
     up_to_date,
     write_manifest,
 )
+from edgeft.core.console import say
 from edgeft.core.recipe import Recipe
 from edgeft.core.splits import load_split
 from edgeft.core.tasks import get_task
@@ -56,6 +57,10 @@ def check_parity(parity: dict, backend: str, atol: float) -> None:
                           f"{parity['max_abs_logit_diff']:.3g} (export.parity_atol {atol:g})"
                           + ("" if parity.get("greedy_identical", True) else
                              f"; greedy tokens differ from PyTorch in {parity['greedy_mismatches']} prompts"))
+    for tie in parity.get("greedy_ties", []):
+        say(f"export ({backend}): prompt {tie['prompt']} takes another token at step {tie['step']}, where PyTorch's "
+            f"two logits are {tie['logit_gap']:.2g} apart (within export.parity_atol {atol:g}): a tie, counted as "
+            "agreeing")
 
 
 def export(recipe: Recipe, merge_dir: Path, out: Path, *, backend: str = "optimum", force: bool = True) -> Manifest:

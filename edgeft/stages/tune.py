@@ -24,6 +24,7 @@ from edgeft.core.artifacts import (
 )
 from edgeft.core.models import is_gguf, resolve_model
 from edgeft.core.recipe import Recipe
+from edgeft.core.tasks import get_task
 from edgeft.runtime.files import ADAPTER_DIR, CHECKPOINT_DIR, CHECKPOINT_PROGRESS, LABELS_FILE
 from edgeft.training.finetune import Run, TrainState, finetune, rank_checksums
 
@@ -48,6 +49,7 @@ def tune(recipe: Recipe, data_dir: Path, out: Path, *, base_dir: Path | None = N
     if data_manifest.task != recipe.task:
         raise EdgeftError(f"data {data_dir} was prepared for task '{data_manifest.task}', recipe says '{recipe.task}'")
     base = resolve_base(recipe, base_dir)
+    get_task(recipe.task).check_base(recipe, base)
     inputs = [input_ref("data", data_dir, data_manifest), folder_ref("base_model", base)]
     config = tune_config(recipe)
     if not force and is_up_to_date(out, inputs, config):

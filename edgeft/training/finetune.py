@@ -103,7 +103,7 @@ def setup(recipe: Recipe, data_dir: Path, base: Path, work: Path) -> Run:
     set_seed(recipe.seed)
     label_info = load_labels(data_dir)
     labels = label_info["labels"]
-    tokenizer = task.load_tokenizer(base)
+    tokenizer = task.tokenizer_for(recipe, base)
     if cfg.packing and not task.supports_packing:
         raise EdgeftError(f"tune.packing: task {task.name} does not pack examples (generation chats do)")
     if not (data_dir / split_file("train")).stat().st_size:
