@@ -89,7 +89,7 @@ def test_labelled_rows_become_chats_and_only_answer_tokens_are_scored(tmp_path, 
     assert sum(len(r) for r in rows) == 6 and len(rows) < 6
     nll_plain, n_plain = answer_nll(model, plain.batch(list(range(6))))
     nll_packed, n_packed = answer_nll(model, packed.batch(rows))
-    assert int(n_plain) == int(n_packed) == sum(len(f) - p for f, p in plain.chats)
+    assert int(n_plain) == int(n_packed) == sum(len(f) - p for f, p in map(plain.encode, train[:6]))
     assert float(nll_packed) == pytest.approx(float(nll_plain), rel=1e-4)
 
 
