@@ -368,6 +368,32 @@ def tune_throughput(arg: str | None) -> str:
         source(data, arg or "tune_throughput_cpu")
 
 
+# --- model families -----------------------------------------------------------------------------------
+STAGES = ("data", "tune NF4", "tune int4 grid", "merge gate", "optimum", "genai", "gguf", "quantize", "bench",
+          "bundle + runtime")
+
+
+@renderer
+def families(arg: str | None) -> str:
+    """Family x stage, from the families each task registers (tests/test_families.py runs every cell marked
+    ✓ on a tiny model of that family); families whose rows are the same share one."""
+    from edgeft.classification.families import FAMILIES as ENCODERS
+    from edgeft.generation.families import FAMILIES as DECODERS
+
+    groups: dict[tuple, list[str]] = {}
+    for name, family in DECODERS.items():
+        why = {"gguf": family.gguf, "genai": family.genai}
+        cells = tuple(f"refused: {why[stage]}" if why.get(stage) else "✓" for stage in STAGES)
+        groups.setdefault(cells, []).append(f"{name} ({family.examples})")
+    # smollm3 without the genai export: its int4 comes from optimum's graph, and unmerged LoRA is genai's
+    encoder = tuple("-" if stage in ("genai", "gguf") else "✓" for stage in STAGES)
+    groups[encoder] = [f"{name} ({what})" for name, what in ENCODERS.items()]
+    rows = [["<br>".join(names), *cells] for cells, names in groups.items()]
+    return table(["family (config model_type)", *STAGES], rows) + (
+        "\n<sub>From `edgeft/generation/families.py` and `edgeft/classification/families.py`; every ✓ runs in "
+        "`tests/test_families.py` (and conftest's llama and BERT runs) on a tiny model of the family.</sub>\n")
+
+
 # --- the files ----------------------------------------------------------------------------------------
 def pages() -> list[Path]:
     return sorted({p for pattern in PAGES for p in ROOT.glob(pattern)})

@@ -15,8 +15,16 @@ class ClassificationTask(Task):
     lora_task_type = "SEQ_CLS"
     optimum_task = "text-classification"
     preprocess_before_int8 = True
+    # newly initialised on top of the encoder: DistilBERT's pre_classifier ("all-linear" would give it LoRA
+    # while peft also saves it whole, its name ending in "classifier", which peft refuses), ModernBERT's head
+    head_modules = ("pre_classifier", "classifier", "score", "head")
     device_command = "predict"
     recipe_module = "edgeft.classification.recipe"
+
+    def check_base(self, recipe, base):
+        from edgeft.classification.families import check_family
+
+        check_family(base)
 
     def shape_splits(self, splits, rows, cfg):
         if "label" not in rows[0]:

@@ -63,6 +63,27 @@ def _assembled(package: str) -> Path:
         raise EdgeftError(f"model.base: the {package} package could not assemble its model: {e}") from None
 
 
+GGUF_MAGIC = b"GGUF"
+
+
+def gguf_architecture(path: Path) -> str:
+    with open(path, "rb") as f:
+        if f.read(4) != GGUF_MAGIC:
+            raise EdgeftError(f"{path} is not a GGUF file (no GGUF magic number)")
+    import struct
+
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(str(path))
+        field = reader.fields["general.architecture"]
+    except (KeyError, ValueError, IndexError, EOFError, struct.error) as e:
+        raise EdgeftError(f"{path}: cannot read the GGUF header ({type(e).__name__}: {e})") from None
+    if not reader.tensors:
+        raise EdgeftError(f"{path} holds no tensors: a GGUF without weights (a vocabulary-only file?) is not a model")
+    return bytes(field.parts[field.data[0]]).decode()
+
+
 def is_gguf(path: Path) -> bool:
     return Path(path).is_file() and Path(path).suffix == ".gguf"
 

@@ -22,6 +22,7 @@ class Task:
     optimum_task = ""  # optimum-onnx's export task
     export_backends: tuple[str, ...] = ("optimum",)
     supports_packing = False
+    head_modules: tuple[str, ...] = ()  # trained whole (peft's modules_to_save), never given LoRA
     dynamic_int8_ops: list[str] | None = None  # None: every op type quantize_dynamic knows
     large_model = False  # weights in external data files
     preprocess_before_int8 = False  # quant_pre_process (shape inference, fusions) first

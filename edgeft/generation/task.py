@@ -29,8 +29,10 @@ class GenerationTask(Task):
         return {k: [to_chat(r, cfg) for r in v] for k, v in splits.items()}, info
 
     def check_base(self, recipe, base):
+        from edgeft.generation.families import check_family, model_type
         from edgeft.generation.templates import check_base
 
+        check_family(base, model_type(base), list(recipe.export.backends))
         check_base(base, recipe.data.chat_template)
 
     def load_tokenizer(self, path):

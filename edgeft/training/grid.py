@@ -20,7 +20,7 @@ ship the same one (checked when the recipe loads).
 from __future__ import annotations
 
 GRID_BLOCK_SIZE = 32
-HEAD_MODULES = ("classifier", "score", "pooler", "lm_head")  # never rounded to the body's 4 bits
+HEAD_MODULES = ("pre_classifier", "classifier", "score", "head", "pooler", "lm_head")  # never rounded to the body's 4 bits
 GRID_BITS = {"int4": (4, 8)}  # base_quant -> (body bits, head bits), as the recipes' int4 variants ship
 
 

@@ -45,9 +45,11 @@ def build_model(base: Path, recipe: Recipe, task, labels: list[str], device):
         info = {"mode": "lora", "checkpointed_layers": set_checkpointing(model, checkpointing)}
     info["fused_cross_entropy"] = task.supports_packing and fused_cross_entropy(model)
     info["reason"] = reason
+    heads = [name for name, _ in model.named_modules() if set(name.split(".")) & set(task.head_modules)]
+    whole = sorted({part for name in heads for part in name.split(".") if part in task.head_modules})
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=cfg.lora.target_modules,
-                      task_type=task.lora_task_type)
+                      target_modules=cfg.lora.target_modules, exclude_modules=heads or None,
+                      modules_to_save=whole or None, task_type=task.lora_task_type)
     return get_peft_model(model, lora), info
 
 
