@@ -92,6 +92,7 @@ def test_recipes_lists_the_builtin_ones_and_init_copies_one_out(tmp_path, monkey
     assert listed.exit_code == 0
     lines = {line.split()[0]: line.split()[1] for line in listed.output.strip().splitlines()}
     assert lines == {"assistant-spam-smollm2": "generation", "assistant-trec-smollm2": "generation",
+                     "assistant-trec-gemma3": "generation",
                      "assistant-trec-vs-llamacpp": "generation", "sms-spam-minilm": "classification"}
     monkeypatch.chdir(tmp_path)
     made = invoke("init", "assistant-trec-smollm2")

@@ -1,5 +1,6 @@
 """Base models without a chat template, and greedy ties in the export parity gate."""
 import json
+import os
 import shutil
 
 import numpy as np
@@ -70,3 +71,22 @@ def test_a_greedy_difference_at_a_tie_counts_as_agreeing_and_elsewhere_not():
     with pytest.raises(EdgeftError, match="is neither a template edgeft names"):
         from edgeft.generation.templates import resolve
         resolve("no template here")
+
+
+def test_an_imported_tokenizer_that_splits_text_otherwise_than_the_gguf_is_refused():
+    """The import checks transformers' rebuilt tokenizer against llama.cpp's on the GGUF itself (with
+    transformers 4.57, Gemma 3's came out cutting text into twice as many pieces)."""
+    from transformers import AutoTokenizer
+
+    from edgeft.generation.spm import sentencepiece_model
+    from edgeft.stages.importer import check_tokenizer
+
+    if os.environ.get("EDGEFT_REQUIRE_GGUF") != "1":
+        pytest.importorskip("llama_cpp", reason="the gguf extra (edgeft llamacpp-setup) is not installed")
+    gguf = resolve_model("smollm2")
+    check_tokenizer(gguf, AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name))  # agrees
+    other = AutoTokenizer.from_pretrained(resolve_model("minilm"))
+    with pytest.raises(EdgeftError, match=r"the tokenizer transformers rebuilds from this GGUF splits text differently "
+                                          r"from the GGUF's own \(\d+ tokens against llama.cpp's \d+ for 'Where is"):
+        check_tokenizer(gguf, other)
+    assert sentencepiece_model(gguf) is None  # SmolLM2's vocabulary is byte-level BPE, not SentencePiece

@@ -2,36 +2,46 @@
 
 transformers dequantizes GGUF weights to fp32 when it loads them but refuses to save such a model,
 so the weights are copied into a fresh model of the same config, then saved as safetensors with
-the tokenizer (tokenizer.json only: the 100 MB GGUF copy transformers would add is not needed)
-and the chat template.
+the tokenizer (tokenizer.json only: the 100 MB GGUF copy transformers would add is not needed; a
+SentencePiece vocabulary's tokenizer.model rebuilt from the GGUF, generation/spm.py) and the chat
+template. The tokenizer must split text as the GGUF's own does (checked with llama.cpp).
 """
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from edgeft import EdgeftError
 from edgeft.core.artifacts import is_up_to_date, sha256_file, stage_output, up_to_date, write_manifest
+from edgeft.core.models import gguf_architecture
+from edgeft.generation.spm import sentencepiece_tokenizer
 from edgeft.runtime.files import LABELS_FILE
 
-GGUF_MAGIC = b"GGUF"
+PROBES = ("Where is the Eiffel Tower ?", "How many people live in Tokyo? About 14 million, naïve café.\n\nYes!")
 
 
-def gguf_architecture(path: Path) -> str:
-    with open(path, "rb") as f:
-        if f.read(4) != GGUF_MAGIC:
-            raise EdgeftError(f"{path} is not a GGUF file (no GGUF magic number)")
-    import struct
-
-    import gguf
+def check_tokenizer(path: Path, tokenizer) -> None:
+    """transformers rebuilds a GGUF's vocabulary as a Hugging Face tokenizer, and the whole pipeline
+    (tune, exports, the bundle) tokenizes with it. It must split text as the GGUF's own tokenizer
+    (llama.cpp's) does, or the model is tuned on text cut into pieces it was never trained on: with
+    transformers 4.57, Gemma 3's SentencePiece vocabulary comes out cutting "Where is the Eiffel Tower ?"
+    into 12 tokens where Gemma's own tokenizer makes 6. Checked with llama.cpp when the gguf extra is
+    installed (`edgeft llamacpp-setup`); without it the GGUF export's own check is the first to run."""
+    from edgeft.generation.gguf import llama_cpp
 
     try:
-        reader = gguf.GGUFReader(str(path))
-        field = reader.fields["general.architecture"]
-    except (KeyError, ValueError, IndexError, EOFError, struct.error) as e:
-        raise EdgeftError(f"{path}: cannot read the GGUF header ({type(e).__name__}: {e})") from None
-    if not reader.tensors:
-        raise EdgeftError(f"{path} holds no tensors: a GGUF without weights (a vocabulary-only file?) is not a model")
-    return bytes(field.parts[field.data[0]]).decode()
+        lib = llama_cpp()
+    except EdgeftError:
+        return
+    llm = lib.Llama(str(path), vocab_only=True, verbose=False)
+    for probe in PROBES:
+        own = llm.tokenize(probe.encode(), add_bos=False, special=True)
+        ids = tokenizer(probe, add_special_tokens=False)["input_ids"]
+        if own != ids:
+            raise EdgeftError(f"{path}: the tokenizer transformers rebuilds from this GGUF splits text differently "
+                              f"from the GGUF's own ({len(ids)} tokens against llama.cpp's {len(own)} for {probe!r}); "
+                              "a model tuned through it would read text cut as it never was in training. Give the "
+                              "model as a Hugging Face folder with its original tokenizer instead (model.base)")
 
 
 def import_gguf(path: Path, out: Path, *, force: bool = True) -> dict:
@@ -55,6 +65,10 @@ def import_gguf(path: Path, out: Path, *, force: bool = True) -> dict:
 
     transformers.logging.set_verbosity_error()
     folder, name = str(path.parent), path.name
+    spm_dir = tempfile.TemporaryDirectory()  # the rebuilt tokenizer.model, until save_pretrained copies it
+    read = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    tokenizer = sentencepiece_tokenizer(path, arch, read, Path(spm_dir.name)) or read
+    check_tokenizer(path, tokenizer)  # before the weights: a minute or more for larger models
     hf_config = AutoConfig.from_pretrained(folder, gguf_file=name)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32)
@@ -65,7 +79,6 @@ def import_gguf(path: Path, out: Path, *, force: bool = True) -> dict:
     model.tie_weights()
     del loaded
 
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     # GGUF tokenizer metadata names its own end token (general config eos) that transformers may map
     # wrongly, and transformers adds a BOS the GGUF does not ask for
     eos_id = hf_config.eos_token_id if isinstance(hf_config.eos_token_id, int) else hf_config.eos_token_id[0]
@@ -83,7 +96,8 @@ def import_gguf(path: Path, out: Path, *, force: bool = True) -> dict:
     with stage_output(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        (tmp / "tokenizer.model").unlink(missing_ok=True)  # a copy of the whole GGUF; tokenizer.json suffices
+        if tokenizer is read:  # transformers' tokenizer.model is a copy of the whole GGUF; tokenizer.json suffices
+            (tmp / "tokenizer.model").unlink(missing_ok=True)
         (tmp / LABELS_FILE).write_text('{"labels": []}\n')
         params = sum(p.numel() for p in model.parameters())
         manifest = write_manifest(tmp, stage="import", task="generation", inputs=inputs, config=config,
