@@ -18,7 +18,6 @@ ID_KEYS = {"unk_id": "tokenizer.ggml.unknown_token_id", "bos_id": "tokenizer.ggm
 def sentencepiece_model(path: Path) -> bytes | None:
     """The serialized SentencePiece model of a GGUF whose tokenizer is one; None for other tokenizers."""
     import gguf
-    from sentencepiece import sentencepiece_model_pb2 as pb
 
     fields = gguf.GGUFReader(str(path)).fields
 
@@ -27,6 +26,8 @@ def sentencepiece_model(path: Path) -> bytes | None:
 
     if bytes(values("tokenizer.ggml.model")[0]).decode() != "llama":
         return None
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
     model = pb.ModelProto()
     spec = model.trainer_spec
     spec.model_type, spec.byte_fallback = pb.TrainerSpec.BPE, True
