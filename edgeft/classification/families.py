@@ -5,11 +5,10 @@ gate, optimum's export with its parity check, dynamic and static int8 and int4, 
 and `edgeft-runtime predict`. A base outside the table is refused before any work starts."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from edgeft import EdgeftError
-from edgeft.runtime.files import HF_CONFIG_FILE
+from edgeft.core.models import model_type
 
 FAMILIES = {
     "bert": "BERT, MiniLM (the default base)",
@@ -21,8 +20,7 @@ FAMILIES = {
 
 
 def check_family(base: Path) -> None:
-    config = Path(base) / HF_CONFIG_FILE
-    kind = json.loads(config.read_text()).get("model_type", "") if config.exists() else "a GGUF"
+    kind = model_type(base) if Path(base).is_dir() else "a GGUF"
     if kind not in FAMILIES:
         raise EdgeftError(f"model.base: {base} is a '{kind}' model; classification recipes take "
                           f"{', '.join(FAMILIES)} (edgeft/classification/families.py)")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 from edgeft import EdgeftError, cache_dir
@@ -82,6 +83,16 @@ def gguf_architecture(path: Path) -> str:
     if not reader.tensors:
         raise EdgeftError(f"{path} holds no tensors: a GGUF without weights (a vocabulary-only file?) is not a model")
     return bytes(field.parts[field.data[0]]).decode()
+
+
+def model_type(base: Path) -> str:
+    """A base's architecture: config.json's model_type for a Hugging Face folder, the header's
+    general.architecture for a GGUF file ("" when a folder's config names none)."""
+    base = Path(base)
+    if base.is_file():
+        return gguf_architecture(base)
+    config = base / HF_CONFIG_FILE
+    return json.loads(config.read_text()).get("model_type", "") if config.exists() else ""
 
 
 def is_gguf(path: Path) -> bool:

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeft import EdgeftError
-from edgeft.core.models import gguf_architecture
-from edgeft.runtime.files import HF_CONFIG_FILE
+from edgeft.core.models import model_type as read_model_type
 
 
 @dataclass(frozen=True)
@@ -41,13 +40,8 @@ ALIASES = {"gemma3_text": "gemma3"}  # transformers' name for Gemma 3's text-onl
 
 
 def model_type(base: Path) -> str:
-    """The family name of a Hugging Face folder (config.json) or a GGUF file (its header)."""
-    base = Path(base)
-    if base.is_file():
-        kind = gguf_architecture(base)
-        return ALIASES.get(kind, kind)
-    config = json.loads((base / HF_CONFIG_FILE).read_text())
-    kind = config.get("model_type", "")
+    """The family name of a base (transformers' or llama.cpp's name, Gemma 3's text model as gemma3)."""
+    kind = read_model_type(base)
     return ALIASES.get(kind, kind)
 
 

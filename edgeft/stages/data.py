@@ -93,9 +93,10 @@ def read_rows(cfg: DataSection) -> list[dict]:
     columns = list(table.column_names)
     shape = detect(columns, cfg.format, cfg.chat_columns)
     first = 2 if path.suffix.lower() in (".csv", ".tsv") else 1  # a CSV's row 1 is on line 2
+    by_line = path.is_file() and path.suffix.lower() != ".parquet"  # text files: name the line
 
     def where(i: int) -> str:
-        return f"{path}:{i + first - 1}" if path.is_file() and path.suffix.lower() != ".parquet" else f"{path} row {i}"
+        return f"{path}:{i + first - 1}" if by_line else f"{path} row {i}"
 
     if shape != "labelled":
         return to_chat_rows(shape, table, cfg.chat_columns, where)
